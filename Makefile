@@ -1,0 +1,45 @@
+# agentserve developer entry points. Every target installs into .venv first (scripts/install.sh).
+VENV ?= .venv
+PY := $(VENV)/bin/python
+INSTALL := scripts/install.sh $(VENV) dev
+
+.PHONY: install run test check lint typecheck proto proto-check learning bundle clean
+
+install:
+	@$(INSTALL)
+
+## Serve the bundled policies, drive them with the bundled simulator, print returns and metrics.
+run: install
+	$(VENV)/bin/agentserve demo
+
+## The default test suite (what CI runs).
+test: install proto-check lint
+	$(PY) -m pytest -q
+
+## Lint, format check and type check.
+check: lint typecheck
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+typecheck: install
+	$(VENV)/bin/mypy
+
+## Regenerate the gRPC code from protos/ with the pinned grpcio-tools.
+proto: install
+	$(PY) scripts/gen_protos.py
+
+proto-check: install
+	$(PY) scripts/gen_protos.py --check
+
+## Slow learning checks (reference returns over several seeds).
+learning: install
+	$(PY) -m pytest -q -m slow tests/learning
+
+## Retrain the bundled default model repository (service/default_models).
+bundle: install
+	$(PY) scripts/build_default_models.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache runs

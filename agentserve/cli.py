@@ -1,0 +1,237 @@
+"""The `agentserve` command: train | evaluate | serve | simulate | demo | algos.
+
+Each subcommand imports what it needs when it runs, so the client-only install (no torch) can
+still run `agentserve simulate`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from agentserve.errors import AgentserveError, ConfigError
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _non_negative(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from trainer.loop import RunOptions, train
+
+    result = train(
+        RunOptions(
+            algorithm=args.algo,
+            env_id=args.env,
+            seed=args.seed,
+            timesteps=args.timesteps,
+            overrides=tuple(args.param),
+            run_dir=args.run_dir,
+            out_repo=args.out,
+            name=args.name,
+            eval_freq=args.eval_freq,
+            eval_episodes=args.eval_episodes,
+            progress=not args.no_progress,
+            resume=args.resume,
+        )
+    )
+    print(f"trained {result.timesteps} steps in {result.wall_seconds:.1f} s; run folder {result.run_dir}")
+    if result.best_eval is not None:
+        ev = result.best_eval
+        print(f"best evaluation: {ev.mean:.2f} +- {ev.std:.2f} over {len(ev.returns)} episodes")
+    if result.artifact is not None:
+        print(f"exported {result.artifact}")
+    return 0
+
+
+def _find_artifact(args: argparse.Namespace) -> Path:
+    if args.path is not None:
+        path: Path = args.path
+        if (path / "manifest.json").exists():
+            return path
+        versions = sorted((int(p.name) for p in path.glob("*") if p.name.isdigit()), reverse=True)
+        if versions:
+            return path / str(versions[0])
+        raise ConfigError(f"{path} is neither a policy version folder nor a policy folder")
+    if args.policy is None:
+        raise ConfigError("name an artifact folder, or --policy NAME (with --model-repo)")
+    from service.server import default_model_repo
+
+    repo = args.model_repo or default_model_repo()
+    args.path = repo / args.policy
+    if args.version:
+        return Path(args.path) / str(args.version)
+    return _find_artifact(args)
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from agentserve.manifest import load_manifest
+    from service.policy import ServedPolicy
+    from trainer.evaluation import evaluate
+
+    policy = ServedPolicy(load_manifest(_find_artifact(args)), args.runtime)
+    env_id = args.env or policy.manifest.env_id
+    rng = np.random.default_rng(args.seed)
+
+    def act(observation: np.ndarray, mask: np.ndarray | None) -> int:
+        flags = [] if mask is None else mask.tolist()
+        return policy.decide(observation.tolist(), flags, True, rng).action
+
+    result = evaluate(act, env_id, args.episodes, seed=args.seed)
+    label = f"{policy.name}/{policy.version}"
+    print(f"{label} on {env_id} ({policy.runtime.name} runtime), {args.episodes} episodes:")
+    print(f"  returns {', '.join(f'{r:g}' for r in result.returns)}")
+    print(f"  mean {result.mean:.2f} +- {result.std:.2f}; success rate {result.success_rate:.2f}")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from service.server import ServerConfig, default_model_repo, run
+
+    return run(
+        ServerConfig(
+            model_repo=args.model_repo or default_model_repo(),
+            host=args.host,
+            port=args.port,
+            metrics_port=args.metrics_port,
+            grace_seconds=args.grace,
+            runtime=args.runtime,
+            ready_file=args.ready_file,
+        )
+    )
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    import statistics
+
+    from agentserve.client import Client
+    from agentserve.simulate import run_episodes
+
+    with Client(args.target, timeout=args.timeout) as client:
+        client.wait_ready(args.timeout)
+        returns = run_episodes(
+            client,
+            args.env,
+            args.policy,
+            args.episodes,
+            seed=args.seed,
+            deterministic=not args.stochastic,
+            on_episode=lambda i, ret, n: print(f"episode {i}: return {ret:g} ({n} steps)"),
+        )
+    spread = statistics.pstdev(returns)
+    print(f"mean return {statistics.fmean(returns):.2f} +- {spread:.2f} over {len(returns)} episodes")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from agentserve.demo import run_demo
+
+    return run_demo(args.model_repo, args.episodes)
+
+
+def cmd_algos(args: argparse.Namespace) -> int:
+    from trainer import registry
+
+    for learner in registry.learners():
+        first = (learner.__doc__ or learner.__module__).strip().splitlines()[0]
+        module_doc = (sys.modules[learner.__module__].__doc__ or "").strip().splitlines()
+        print(f"{learner.algorithm:12s} {module_doc[0] if module_doc else first}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="agentserve", description="Train RL agents offline and serve them live over gRPC."
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("train", help="train an algorithm on a Gymnasium env and export it")
+    p.add_argument("--algo", required=True, help="registered algorithm (see `agentserve algos`)")
+    p.add_argument("--env", required=True, help="Gymnasium env id, e.g. CartPole-v1")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--timesteps", type=_non_negative, help="env steps (default: the preset's)")
+    p.add_argument("--out", type=Path, help="model repository to export the policy into")
+    p.add_argument("--name", help="policy name in the repository (default: <env>-<algo>)")
+    p.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a hyperparameter (repeatable), e.g. -p learning_rate=1e-3")
+    p.add_argument("--run-dir", type=Path, help="logs and checkpoints (default: runs/...)")
+    p.add_argument("--eval-freq", type=_non_negative, default=10_000, help="steps between evaluations")
+    p.add_argument("--eval-episodes", type=_non_negative, default=10)
+    p.add_argument("--resume", type=Path, help="continue from a checkpoint .safetensors file")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("evaluate", help="run deterministic episodes of an exported policy")
+    p.add_argument("path", nargs="?", type=Path, help="artifact folder <repo>/<name>[/<version>]")
+    p.add_argument("--model-repo", type=Path, help="repository to find --policy in")
+    p.add_argument("--policy", help="policy name")
+    p.add_argument("--version", type=_non_negative, default=0, help="0 = the highest")
+    p.add_argument("--env", help="env id (default: the one it was trained on)")
+    p.add_argument("--episodes", type=_positive, default=10)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--runtime", choices=["onnx", "table"], help="force a runtime")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("serve", help="serve a model repository over gRPC")
+    p.add_argument("--model-repo", type=Path, help="default: the bundled repository")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0 for all)")
+    p.add_argument("--port", type=_non_negative, default=50051, help="gRPC port (0 = any free)")
+    p.add_argument("--metrics-port", type=int, default=9100, help="Prometheus port (0 = any, -1 = off)")
+    p.add_argument("--grace", type=float, default=10.0, help="seconds to drain on SIGTERM")
+    p.add_argument("--runtime", choices=["onnx", "table"], help="force a runtime")
+    p.add_argument("--ready-file", type=Path, help="write pid and ports here once serving")
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("simulate", help="step a local env with actions served remotely")
+    p.add_argument("--env", required=True, help="Gymnasium env id")
+    p.add_argument("--policy", required=True, help="served policy name")
+    p.add_argument("--episodes", type=_positive, default=10)
+    p.add_argument("--target", default="127.0.0.1:50051", help="host:port of the server")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--stochastic", action="store_true", help="sample instead of greedy actions")
+    p.add_argument("--timeout", type=float, default=10.0, help="seconds per call")
+    p.set_defaults(func=cmd_simulate)
+
+    p = sub.add_parser("demo", help="serve the bundled policies and drive them with the simulator")
+    p.add_argument("--model-repo", type=Path, help="default: the bundled repository")
+    p.add_argument("--episodes", type=_positive, default=5)
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("algos", help="list the registered algorithms")
+    p.set_defaults(func=cmd_algos)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        return int(args.func(args))
+    except AgentserveError as error:
+        print(f"agentserve {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

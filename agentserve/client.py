@@ -1,0 +1,170 @@
+"""The simulator-side client: `Client(target, policy).act(observation)`.
+
+Torch-free: grpcio, protobuf and numpy only. Results come back as numpy-friendly values.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+
+import grpc
+import numpy as np
+import numpy.typing as npt
+
+from agentserve.errors import AgentserveError
+from agentserve.v1 import agent_pb2, agent_pb2_grpc
+
+
+class RemoteError(AgentserveError):
+    """The server answered with a non-OK status; `code` is its name, e.g. "INVALID_ARGUMENT"."""
+
+    def __init__(self, code: str, details: str) -> None:
+        super().__init__(f"{code}: {details}")
+        self.code = code
+        self.details = details
+
+
+@dataclass(frozen=True)
+class ActResult:
+    """One served decision."""
+
+    action: int | npt.NDArray[np.float32]
+    """An int for discrete policies, a float32 array for continuous ones."""
+    policy_version: int
+    propensity: float
+    """Probability of `action` under the served policy (1.0 when deterministic)."""
+    probabilities: npt.NDArray[np.float32]
+    """Every action's probability (discrete policies), empty otherwise."""
+    values: npt.NDArray[np.float32]
+    """Q-values (value-based algorithms), empty otherwise."""
+
+
+@dataclass(frozen=True)
+class PolicyDescription:
+    name: str
+    versions: tuple[int, ...]
+    default_version: int
+    algorithm: str
+    env_id: str
+    runtime: str
+    observation_shape: tuple[int, ...]
+    action_space: dict[str, Any]
+    """{"type": "discrete", "n": N} or {"type": "box", "shape": [...], "low": [...], ...}."""
+
+
+def _space_dict(space: agent_pb2.Space) -> dict[str, Any]:
+    if space.WhichOneof("kind") == "discrete":
+        return {"type": "discrete", "n": int(space.discrete.n)}
+    box = space.box
+    return {"type": "box", "shape": list(box.shape), "low": list(box.low), "high": list(box.high)}
+
+
+def describe(info: agent_pb2.PolicyInfo) -> PolicyDescription:
+    return PolicyDescription(
+        name=info.name,
+        versions=tuple(info.versions),
+        default_version=info.default_version,
+        algorithm=info.algorithm,
+        env_id=info.env_id,
+        runtime=info.runtime,
+        observation_shape=tuple(info.observation_shape),
+        action_space=_space_dict(info.action_space),
+    )
+
+
+class Client:
+    """A synchronous client of one agentserve server.
+
+    >>> with Client("127.0.0.1:50051", policy="cartpole-dqn") as client:
+    ...     result = client.act(observation)
+    ...     env.step(result.action)
+    """
+
+    def __init__(
+        self,
+        target: str = "127.0.0.1:50051",
+        policy: str | None = None,
+        *,
+        timeout: float = 10.0,
+        channel: grpc.Channel | None = None,
+    ) -> None:
+        self.policy = policy
+        self.timeout = timeout
+        self._channel = channel or grpc.insecure_channel(target)
+        self._stub = agent_pb2_grpc.AgentServiceStub(self._channel)
+
+    def wait_ready(self, timeout: float = 30.0) -> None:
+        """Blocks until the channel connects, or raises RemoteError("UNAVAILABLE")."""
+        try:
+            grpc.channel_ready_future(self._channel).result(timeout=timeout)
+        except grpc.FutureTimeoutError:
+            raise RemoteError("UNAVAILABLE", f"no server answered within {timeout:g} s") from None
+
+    def act(
+        self,
+        observation: npt.ArrayLike,
+        action_mask: Sequence[bool] | npt.NDArray[np.bool_] | None = None,
+        deterministic: bool = True,
+        *,
+        policy: str | None = None,
+        version: int = 0,
+        episode_id: str = "",
+    ) -> ActResult:
+        """Asks the server for an action for one observation (any shape; flattened row-major)."""
+        name = policy or self.policy
+        if not name:
+            raise ValueError("no policy named: pass policy= here or to Client(...)")
+        request = agent_pb2.ActRequest(
+            policy=name,
+            version=version,
+            observation=np.asarray(observation, dtype=np.float32).ravel().tolist(),
+            action_mask=[] if action_mask is None else [bool(m) for m in action_mask],
+            deterministic=deterministic,
+            episode_id=episode_id,
+        )
+        response = self._call(self._stub.Act, request)
+        action: int | npt.NDArray[np.float32]
+        if response.WhichOneof("action") == "continuous_action":
+            action = np.asarray(response.continuous_action.values, dtype=np.float32)
+        else:
+            action = int(response.discrete_action)
+        return ActResult(
+            action=action,
+            policy_version=int(response.policy_version),
+            propensity=float(response.propensity),
+            probabilities=np.asarray(response.probabilities, dtype=np.float32),
+            values=np.asarray(response.values, dtype=np.float32),
+        )
+
+    def list_policies(self) -> list[PolicyDescription]:
+        response = self._call(self._stub.ListPolicies, agent_pb2.ListPoliciesRequest())
+        return [describe(p) for p in response.policies]
+
+    def get_policy(self, name: str | None = None, version: int = 0) -> PolicyDescription:
+        policy = name or self.policy or ""
+        request = agent_pb2.GetPolicyRequest(name=policy, version=version)
+        return describe(self._call(self._stub.GetPolicy, request))
+
+    def _call(self, method: Any, request: Any) -> Any:
+        try:
+            return method(request, timeout=self.timeout)
+        except grpc.RpcError as error:
+            code = error.code()
+            raise RemoteError(code.name if code else "UNKNOWN", error.details() or "") from None
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()

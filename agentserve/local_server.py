@@ -1,0 +1,99 @@
+"""Runs `agentserve serve` as a child process on free ports, for the demo, tests and benchmarks.
+
+    with LocalServer(model_repo) as server:
+        client = Client(server.target)
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from types import TracebackType
+
+from agentserve.errors import AgentserveError
+
+
+class LocalServer:
+    def __init__(
+        self,
+        model_repo: Path | None = None,
+        *,
+        host: str = "127.0.0.1",
+        extra_args: tuple[str, ...] = (),
+        start_timeout: float = 120.0,
+    ) -> None:
+        self.model_repo = model_repo
+        self.host = host
+        self.extra_args = extra_args
+        self.start_timeout = start_timeout
+        self._tmp = tempfile.TemporaryDirectory(prefix="agentserve-")
+        self.log_path = Path(self._tmp.name) / "server.log"
+        self.process: subprocess.Popen[bytes] | None = None
+        self.port = 0
+        self.metrics_port = 0
+        self.pid = 0
+
+    @property
+    def target(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://{self.host}:{self.metrics_port}/metrics"
+
+    def start(self) -> LocalServer:
+        ready = Path(self._tmp.name) / "ready.json"
+        command = [sys.executable, "-m", "agentserve.cli", "serve", "--host", self.host]
+        command += ["--port", "0", "--metrics-port", "0", "--ready-file", str(ready)]
+        if self.model_repo is not None:
+            command += ["--model-repo", str(self.model_repo)]
+        command += list(self.extra_args)
+        with self.log_path.open("wb") as log:
+            self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + self.start_timeout
+        while not ready.exists():
+            if self.process.poll() is not None:
+                raise AgentserveError(f"server exited during start-up:\n{self.log()}")
+            if time.monotonic() > deadline:
+                self.kill()
+                raise AgentserveError(f"server not ready after {self.start_timeout:g} s:\n{self.log()}")
+            time.sleep(0.05)
+        info = json.loads(ready.read_text(encoding="utf-8"))
+        self.port, self.metrics_port, self.pid = info["port"], info["metrics_port"], info["pid"]
+        return self
+
+    def log(self) -> str:
+        return self.log_path.read_text(encoding="utf-8", errors="replace")
+
+    def terminate(self, timeout: float = 30.0) -> int:
+        """SIGTERM, then wait; returns the exit code (SIGKILL after `timeout`)."""
+        assert self.process is not None
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                return self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        return int(self.process.returncode)
+
+    def kill(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+    def __enter__(self) -> LocalServer:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.terminate()
+        self._tmp.cleanup()

@@ -1,0 +1,109 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class ActRequest(_message.Message):
+    __slots__ = ("policy", "version", "observation", "action_mask", "deterministic", "episode_id")
+    POLICY_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    OBSERVATION_FIELD_NUMBER: _ClassVar[int]
+    ACTION_MASK_FIELD_NUMBER: _ClassVar[int]
+    DETERMINISTIC_FIELD_NUMBER: _ClassVar[int]
+    EPISODE_ID_FIELD_NUMBER: _ClassVar[int]
+    policy: str
+    version: int
+    observation: _containers.RepeatedScalarFieldContainer[float]
+    action_mask: _containers.RepeatedScalarFieldContainer[bool]
+    deterministic: bool
+    episode_id: str
+    def __init__(self, policy: _Optional[str] = ..., version: _Optional[int] = ..., observation: _Optional[_Iterable[float]] = ..., action_mask: _Optional[_Iterable[bool]] = ..., deterministic: _Optional[bool] = ..., episode_id: _Optional[str] = ...) -> None: ...
+
+class ContinuousAction(_message.Message):
+    __slots__ = ("values",)
+    VALUES_FIELD_NUMBER: _ClassVar[int]
+    values: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, values: _Optional[_Iterable[float]] = ...) -> None: ...
+
+class ActResponse(_message.Message):
+    __slots__ = ("discrete_action", "continuous_action", "policy_version", "probabilities", "propensity", "values")
+    DISCRETE_ACTION_FIELD_NUMBER: _ClassVar[int]
+    CONTINUOUS_ACTION_FIELD_NUMBER: _ClassVar[int]
+    POLICY_VERSION_FIELD_NUMBER: _ClassVar[int]
+    PROBABILITIES_FIELD_NUMBER: _ClassVar[int]
+    PROPENSITY_FIELD_NUMBER: _ClassVar[int]
+    VALUES_FIELD_NUMBER: _ClassVar[int]
+    discrete_action: int
+    continuous_action: ContinuousAction
+    policy_version: int
+    probabilities: _containers.RepeatedScalarFieldContainer[float]
+    propensity: float
+    values: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, discrete_action: _Optional[int] = ..., continuous_action: _Optional[_Union[ContinuousAction, _Mapping]] = ..., policy_version: _Optional[int] = ..., probabilities: _Optional[_Iterable[float]] = ..., propensity: _Optional[float] = ..., values: _Optional[_Iterable[float]] = ...) -> None: ...
+
+class ListPoliciesRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListPoliciesResponse(_message.Message):
+    __slots__ = ("policies",)
+    POLICIES_FIELD_NUMBER: _ClassVar[int]
+    policies: _containers.RepeatedCompositeFieldContainer[PolicyInfo]
+    def __init__(self, policies: _Optional[_Iterable[_Union[PolicyInfo, _Mapping]]] = ...) -> None: ...
+
+class GetPolicyRequest(_message.Message):
+    __slots__ = ("name", "version")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    version: int
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[int] = ...) -> None: ...
+
+class DiscreteSpace(_message.Message):
+    __slots__ = ("n",)
+    N_FIELD_NUMBER: _ClassVar[int]
+    n: int
+    def __init__(self, n: _Optional[int] = ...) -> None: ...
+
+class BoxSpace(_message.Message):
+    __slots__ = ("shape", "low", "high")
+    SHAPE_FIELD_NUMBER: _ClassVar[int]
+    LOW_FIELD_NUMBER: _ClassVar[int]
+    HIGH_FIELD_NUMBER: _ClassVar[int]
+    shape: _containers.RepeatedScalarFieldContainer[int]
+    low: _containers.RepeatedScalarFieldContainer[float]
+    high: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, shape: _Optional[_Iterable[int]] = ..., low: _Optional[_Iterable[float]] = ..., high: _Optional[_Iterable[float]] = ...) -> None: ...
+
+class Space(_message.Message):
+    __slots__ = ("discrete", "box")
+    DISCRETE_FIELD_NUMBER: _ClassVar[int]
+    BOX_FIELD_NUMBER: _ClassVar[int]
+    discrete: DiscreteSpace
+    box: BoxSpace
+    def __init__(self, discrete: _Optional[_Union[DiscreteSpace, _Mapping]] = ..., box: _Optional[_Union[BoxSpace, _Mapping]] = ...) -> None: ...
+
+class PolicyInfo(_message.Message):
+    __slots__ = ("name", "versions", "default_version", "algorithm", "observation_shape", "action_space", "env_id", "runtime", "observation_space")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    VERSIONS_FIELD_NUMBER: _ClassVar[int]
+    DEFAULT_VERSION_FIELD_NUMBER: _ClassVar[int]
+    ALGORITHM_FIELD_NUMBER: _ClassVar[int]
+    OBSERVATION_SHAPE_FIELD_NUMBER: _ClassVar[int]
+    ACTION_SPACE_FIELD_NUMBER: _ClassVar[int]
+    ENV_ID_FIELD_NUMBER: _ClassVar[int]
+    RUNTIME_FIELD_NUMBER: _ClassVar[int]
+    OBSERVATION_SPACE_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    versions: _containers.RepeatedScalarFieldContainer[int]
+    default_version: int
+    algorithm: str
+    observation_shape: _containers.RepeatedScalarFieldContainer[int]
+    action_space: Space
+    env_id: str
+    runtime: str
+    observation_space: Space
+    def __init__(self, name: _Optional[str] = ..., versions: _Optional[_Iterable[int]] = ..., default_version: _Optional[int] = ..., algorithm: _Optional[str] = ..., observation_shape: _Optional[_Iterable[int]] = ..., action_space: _Optional[_Union[Space, _Mapping]] = ..., env_id: _Optional[str] = ..., runtime: _Optional[str] = ..., observation_space: _Optional[_Union[Space, _Mapping]] = ...) -> None: ...

@@ -1,0 +1,1 @@
+"""agentserve's gRPC service: loads policy artifacts from a model repository and serves Act."""

@@ -1,0 +1,158 @@
+"""The server process: gRPC (grpc.aio) with health and reflection, a Prometheus endpoint, and a
+graceful stop on SIGTERM / SIGINT (health NOT_SERVING, in-flight calls finish, exit 0)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import signal
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1._async import HealthServicer
+from grpc_reflection.v1alpha import reflection
+from prometheus_client import start_http_server
+
+from agentserve.errors import ConfigError
+from agentserve.v1 import agent_pb2, agent_pb2_grpc
+from service.metrics import Metrics
+from service.repository import PolicyRepository
+from service.servicer import AgentServicer
+
+log = logging.getLogger("agentserve.server")
+SERVICE_NAME = agent_pb2.DESCRIPTOR.services_by_name["AgentService"].full_name
+MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+
+
+def default_model_repo() -> Path:
+    """The bundled model repository shipped inside the package."""
+    return Path(__file__).resolve().parent / "default_models"
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    model_repo: Path
+    host: str = "127.0.0.1"
+    port: int = 50051
+    metrics_port: int = 9100
+    """0 = any free port; -1 = no metrics endpoint."""
+    grace_seconds: float = 10.0
+    """How long in-flight calls may take to finish after SIGTERM."""
+    runtime: str | None = None
+    """Force one runtime ("onnx", "table") instead of each manifest's preference."""
+    ready_file: Path | None = None
+    """Written (JSON: pid, ports) once the server accepts calls."""
+
+
+class AgentServer:
+    def __init__(self, config: ServerConfig) -> None:
+        self.config = config
+        self.metrics = Metrics()
+        self.repository = PolicyRepository(config.model_repo, self.metrics, config.runtime)
+        self.health = HealthServicer()
+        self.server: grpc.aio.Server | None = None
+        self._metrics_httpd: Any = None
+        self.port = 0
+        self.metrics_port = 0
+
+    async def start(self) -> None:
+        failures = self.repository.load()
+        server = grpc.aio.server(
+            options=[
+                ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+                ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+                ("grpc.so_reuseport", 0),
+            ]
+        )
+        agent_pb2_grpc.add_AgentServiceServicer_to_server(
+            AgentServicer(self.repository, self.metrics), server
+        )
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        reflection.enable_server_reflection(
+            (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+             reflection.SERVICE_NAME),
+            server,
+        )
+        address = f"{self.config.host}:{self.config.port}"
+        try:
+            self.port = server.add_insecure_port(address)
+        except RuntimeError:
+            self.port = 0
+        if self.port == 0:
+            raise ConfigError(f"cannot listen on {address} (in use, or not an address of this host)")
+        if self.config.metrics_port >= 0:
+            try:
+                self._metrics_httpd, _ = start_http_server(
+                    self.config.metrics_port, addr=self.config.host, registry=self.metrics.registry
+                )
+            except OSError as error:
+                raise ConfigError(
+                    f"cannot serve metrics on {self.config.host}:{self.config.metrics_port}: "
+                    f"{error.strerror}"
+                ) from None
+            self.metrics_port = int(self._metrics_httpd.server_port)
+        await server.start()
+        self.server = server
+        status = (
+            health_pb2.HealthCheckResponse.SERVING
+            if self.repository.names()
+            else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
+        for service in ("", SERVICE_NAME):
+            await self.health.set(service, status)
+        if not self.repository.names():
+            log.error("no policy loaded from %s: health stays NOT_SERVING", self.config.model_repo)
+        log.info(
+            "serving %d policies (%d failed to load) on %s:%d, metrics on :%d",
+            len(self.repository.names()),
+            len(failures),
+            self.config.host,
+            self.port,
+            self.metrics_port,
+        )
+        if self.config.ready_file is not None:
+            _write_atomically(
+                self.config.ready_file,
+                json.dumps(
+                    {"pid": os.getpid(), "port": self.port, "metrics_port": self.metrics_port}
+                ),
+            )
+
+    async def stop(self) -> None:
+        """Health goes NOT_SERVING, new calls are refused, in-flight calls finish (up to the
+        grace period), then the metrics endpoint closes."""
+        await self.health.enter_graceful_shutdown()
+        if self.server is not None:
+            await self.server.stop(self.config.grace_seconds)
+        if self._metrics_httpd is not None:
+            self._metrics_httpd.shutdown()
+            self._metrics_httpd.server_close()
+        log.info("stopped")
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+async def serve_until_signalled(config: ServerConfig) -> None:
+    server = AgentServer(config)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    await server.start()
+    await stop.wait()
+    log.info("signal received: draining")
+    await server.stop()
+
+
+def run(config: ServerConfig) -> int:
+    asyncio.run(serve_until_signalled(config))
+    return 0

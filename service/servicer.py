@@ -1,0 +1,116 @@
+"""The gRPC servicer: protobuf <-> numpy, nothing else. Errors are mapped to status codes and
+requests counted and timed in one place, `_rpc`."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import grpc
+import numpy as np
+
+from agentserve.spaces import BoxSpec, DiscreteSpec, SpaceSpec
+from agentserve.v1 import agent_pb2, agent_pb2_grpc
+from service.errors import ServiceError
+from service.metrics import Metrics
+from service.policy import ServedPolicy
+from service.repository import PolicyRepository
+
+log = logging.getLogger("agentserve.servicer")
+Request = TypeVar("Request")
+Response = TypeVar("Response")
+Handler = Callable[[Any, Request, grpc.aio.ServicerContext], Awaitable[Response]]
+
+
+def _rpc(method: str, policy_field: str) -> Callable[[Handler[Any, Any]], Handler[Any, Any]]:
+    """Counts, times and maps errors of one RPC method. Clients see a status and a message for
+    every failure, never a traceback or a file path; unexpected errors are logged here."""
+
+    def wrap(handler: Handler[Any, Any]) -> Handler[Any, Any]:
+        @functools.wraps(handler)
+        async def run(self: AgentServicer, request: Any, context: grpc.aio.ServicerContext) -> Any:
+            start = time.perf_counter()
+            code, details = grpc.StatusCode.OK, ""
+            try:
+                return await handler(self, request, context)
+            except ServiceError as error:
+                code, details = error.code, str(error)
+            except Exception:
+                log.exception("%s failed", method)
+                code, details = grpc.StatusCode.INTERNAL, "internal error (see the server log)"
+            finally:
+                name = getattr(request, policy_field) if policy_field else None
+                label = "" if name is None else self.repository.metric_label(name)
+                self.metrics.requests.labels(method, label, code.name).inc()
+                self.metrics.latency.labels(method, label).observe(time.perf_counter() - start)
+            await context.abort(code, details)
+
+        return run
+
+    return wrap
+
+
+def space_message(space: SpaceSpec) -> agent_pb2.Space:
+    if isinstance(space, DiscreteSpec):
+        return agent_pb2.Space(discrete=agent_pb2.DiscreteSpace(n=space.n))
+    assert isinstance(space, BoxSpec)
+    return agent_pb2.Space(
+        box=agent_pb2.BoxSpace(shape=list(space.shape), low=list(space.low), high=list(space.high))
+    )
+
+
+class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
+    def __init__(self, repository: PolicyRepository, metrics: Metrics, seed: int | None = None):
+        self.repository = repository
+        self.metrics = metrics
+        self.rng = np.random.default_rng(seed)
+
+    @_rpc("Act", "policy")
+    async def Act(
+        self, request: agent_pb2.ActRequest, context: grpc.aio.ServicerContext
+    ) -> agent_pb2.ActResponse:
+        policy = self.repository.get(request.policy, request.version)
+        decision = policy.decide(
+            request.observation, request.action_mask, request.deterministic, self.rng
+        )
+        return agent_pb2.ActResponse(
+            discrete_action=decision.action,
+            policy_version=policy.version,
+            probabilities=decision.probabilities.tolist(),
+            propensity=decision.propensity,
+            values=[] if decision.values is None else decision.values.tolist(),
+        )
+
+    @_rpc("ListPolicies", "")
+    async def ListPolicies(
+        self, request: agent_pb2.ListPoliciesRequest, context: grpc.aio.ServicerContext
+    ) -> agent_pb2.ListPoliciesResponse:
+        return agent_pb2.ListPoliciesResponse(
+            policies=[self._info(self.repository.get(name)) for name in self.repository.names()]
+        )
+
+    @_rpc("GetPolicy", "name")
+    async def GetPolicy(
+        self, request: agent_pb2.GetPolicyRequest, context: grpc.aio.ServicerContext
+    ) -> agent_pb2.PolicyInfo:
+        return self._info(self.repository.get(request.name, request.version))
+
+    def _info(self, policy: ServedPolicy) -> agent_pb2.PolicyInfo:
+        manifest = policy.manifest
+        observation_shape = (
+            [1] if isinstance(manifest.observation_space, DiscreteSpec) else manifest.observation_space.shape
+        )
+        return agent_pb2.PolicyInfo(
+            name=policy.name,
+            versions=self.repository.versions(policy.name),
+            default_version=self.repository.get(policy.name).version,
+            algorithm=manifest.algorithm,
+            observation_shape=list(observation_shape),
+            action_space=space_message(manifest.action_space),
+            observation_space=space_message(manifest.observation_space),
+            env_id=manifest.env_id,
+            runtime=policy.runtime.name,
+        )

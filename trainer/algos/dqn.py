@@ -1,0 +1,197 @@
+"""Deep Q-Network (Mnih et al., 2015): experience replay, a target network, epsilon-greedy decay.
+
+Options: Double DQN (van Hasselt et al., 2016) picks the next action with the online network and
+evaluates it with the target network. Targets maximise over the actions allowed at s' only.
+
+Per step: store the transition; every `train_freq` steps (after `learning_starts`) make
+`gradient_steps` updates on minibatches of the Huber loss; every `target_update_interval` steps
+copy the online network into the target network.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from agentserve.errors import ConfigError
+from agentserve.spaces import BoxSpec, DiscreteSpec, SpaceSpec
+from trainer.core import masking, schedules
+from trainer.core.checkpoint import load_module_tensors, module_tensors
+from trainer.core.networks import mlp
+from trainer.core.replay import ReplayBuffer
+from trainer.learner import ActionBatch, BoolArray, FloatArray, Learner, TransitionBatch
+from trainer.registry import register
+
+
+@dataclass
+class DQNConfig:
+    learning_rate: float = 1e-4
+    """Adam step size."""
+    batch_size: int = 32
+    """Transitions per gradient step."""
+    buffer_size: int = 100_000
+    """Replay capacity in transitions."""
+    learning_starts: int = 1_000
+    """Steps collected before the first update."""
+    gamma: float = 0.99
+    """Discount factor."""
+    train_freq: int = 4
+    """Steps between training phases."""
+    gradient_steps: int = 1
+    """Gradient steps per training phase."""
+    target_update_interval: int = 1_000
+    """Steps between copies of the online network into the target network."""
+    exploration_initial_eps: float = 1.0
+    """Epsilon at the first step."""
+    exploration_final_eps: float = 0.05
+    """Epsilon after the decay; also the epsilon of the served stochastic policy."""
+    exploration_fraction: float = 0.1
+    """Fraction of the step budget over which epsilon decays linearly."""
+    total_timesteps: int = 100_000
+    """Step budget the epsilon schedule is laid over (set by the training loop)."""
+    net_arch: list[int] = field(default_factory=lambda: [64, 64])
+    """Hidden layer widths of the Q-network."""
+    max_grad_norm: float = 10.0
+    """Gradient norm clip."""
+    double_q: bool = False
+    """Double DQN targets."""
+
+    def validate(self) -> None:
+        if self.batch_size < 1 or self.buffer_size < self.batch_size:
+            raise ConfigError("need 1 <= batch_size <= buffer_size")
+        if self.train_freq < 1 or self.gradient_steps < 0 or self.target_update_interval < 1:
+            raise ConfigError("train_freq and target_update_interval must be >= 1")
+        if not 0 <= self.exploration_final_eps <= 1 or not 0 <= self.exploration_initial_eps <= 1:
+            raise ConfigError("exploration rates must lie in [0, 1]")
+
+
+class QPolicy(nn.Module):
+    """(observation [B, obs], mask [B, A]) -> epsilon-greedy head over the Q-network."""
+
+    def __init__(self, q_net: nn.Module, epsilon: float) -> None:
+        super().__init__()
+        self.q_net = q_net
+        self.epsilon = epsilon
+
+    def forward(
+        self, observation: torch.Tensor, action_mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        q_values = self.q_net(observation.reshape(observation.shape[0], -1))
+        return masking.epsilon_greedy_head(q_values, action_mask, self.epsilon)
+
+
+@register
+class DQN(Learner):
+    algorithm = "dqn"
+    distribution = "epsilon_greedy"
+    config_class = DQNConfig
+    config: DQNConfig
+
+    def __init__(
+        self, observation_space: SpaceSpec, action_space: SpaceSpec, config: Any, seed: int
+    ) -> None:
+        super().__init__(observation_space, action_space, config, seed)
+        assert isinstance(action_space, DiscreteSpec)
+        self.num_actions = action_space.n
+        obs_size = observation_space.flat_size
+        self.q_net = mlp(obs_size, config.net_arch, self.num_actions)
+        self.target_net = copy.deepcopy(self.q_net).requires_grad_(False)
+        self.optimizer = torch.optim.Adam(self.q_net.parameters(), lr=config.learning_rate)
+        self.replay = ReplayBuffer(config.buffer_size, obs_size, self.num_actions)
+
+    @classmethod
+    def check_spaces(cls, observation_space: SpaceSpec, action_space: SpaceSpec) -> None:
+        if not isinstance(observation_space, BoxSpec):
+            raise ConfigError("dqn needs a Box observation space (use qlearning for tables)")
+        if not isinstance(action_space, DiscreteSpec):
+            raise ConfigError("dqn needs a Discrete action space")
+
+    @property
+    def epsilon(self) -> float:
+        c = self.config
+        return schedules.linear(
+            c.exploration_initial_eps,
+            c.exploration_final_eps,
+            c.exploration_fraction,
+            self.num_steps,
+            c.total_timesteps,
+        )
+
+    @property
+    def serving_epsilon(self) -> float:
+        return self.config.exploration_final_eps
+
+    def act(
+        self, observations: FloatArray, action_masks: BoolArray | None, deterministic: bool
+    ) -> ActionBatch:
+        with torch.no_grad():
+            obs = torch.as_tensor(observations, dtype=torch.float32)
+            q_values = self.q_net(obs.reshape(obs.shape[0], -1)).numpy()
+        actions, propensities = masking.epsilon_greedy_act(
+            self.rng, q_values, action_masks, self.epsilon, deterministic
+        )
+        return ActionBatch(actions, propensities, q_values)
+
+    def observe(self, batch: TransitionBatch) -> dict[str, float]:
+        c = self.config
+        before = self.num_steps
+        self.replay.add(batch)
+        self.num_steps += len(batch.actions)
+        scalars: dict[str, float] = {}
+        if self.num_steps >= c.learning_starts and before // c.train_freq != (
+            self.num_steps // c.train_freq
+        ):
+            losses = [self._gradient_step() for _ in range(c.gradient_steps)]
+            if losses:
+                scalars["train/loss"] = float(np.mean(losses))
+        if before // c.target_update_interval != self.num_steps // c.target_update_interval:
+            self.target_net.load_state_dict(self.q_net.state_dict())
+        return scalars
+
+    def _gradient_step(self) -> float:
+        c = self.config
+        sample = self.replay.sample(c.batch_size, self.rng)
+        with torch.no_grad():
+            next_target_q = self.target_net(sample.next_observations)
+            masked_next = masking.mask_scores(
+                self.q_net(sample.next_observations) if c.double_q else next_target_q,
+                sample.next_action_masks,
+            )
+            next_actions = masked_next.argmax(dim=-1, keepdim=True)
+            next_q = next_target_q.gather(1, next_actions).squeeze(1)
+            targets = sample.rewards + c.gamma * next_q * (~sample.terminated).float()
+        q_taken = self.q_net(sample.observations).gather(1, sample.actions.unsqueeze(1)).squeeze(1)
+        loss = F.smooth_l1_loss(q_taken, targets)
+        self.optimizer.zero_grad()
+        loss.backward()
+        nn.utils.clip_grad_norm_(self.q_net.parameters(), c.max_grad_norm)
+        self.optimizer.step()
+        self.num_updates += 1
+        return float(loss.item())
+
+    def extra_scalars(self) -> dict[str, float]:
+        return {"rollout/exploration_rate": self.epsilon}
+
+    def policy_module(self) -> nn.Module:
+        return QPolicy(copy.deepcopy(self.q_net), self.serving_epsilon)
+
+    def _state_tensors(self) -> dict[str, npt.NDArray[Any]]:
+        return {
+            **module_tensors(self.q_net, "q_net."),
+            **module_tensors(self.target_net, "target_net."),
+            **module_tensors(self.optimizer, "optimizer."),
+            **self.replay.state_tensors("replay."),
+        }
+
+    def _load_state_tensors(self, tensors: dict[str, npt.NDArray[Any]]) -> None:
+        load_module_tensors(self.q_net, tensors, "q_net.")
+        load_module_tensors(self.target_net, tensors, "target_net.")
+        load_module_tensors(self.optimizer, tensors, "optimizer.")
+        self.replay.load_state_tensors(tensors, "replay.")

@@ -1,0 +1,89 @@
+"""Action masks with one meaning everywhere: True = allowed.
+
+Masked scores are set to the dtype's minimum before argmax / max / softmax, so a masked action can
+never win, in training, in the exported torch module and inside the ONNX graph alike.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from trainer.learner import BoolArray
+
+
+def all_allowed(batch: int, num_actions: int) -> BoolArray:
+    return np.ones((batch, num_actions), dtype=np.bool_)
+
+
+def mask_scores(scores_BA: torch.Tensor, mask_BA: torch.Tensor) -> torch.Tensor:
+    """Scores with masked actions replaced by the lowest representable value."""
+    return torch.where(mask_BA, scores_BA, torch.finfo(scores_BA.dtype).min)
+
+
+def epsilon_greedy_head(
+    q_values_BA: torch.Tensor, mask_BA: torch.Tensor, epsilon: float
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(greedy_action_B, probabilities_BA, q_values_BA) of an epsilon-greedy policy over allowed
+    actions: epsilon spread evenly over the allowed ones, 1 - epsilon on the masked argmax."""
+    greedy_B = mask_scores(q_values_BA, mask_BA).argmax(dim=-1)
+    allowed_BA = mask_BA.to(q_values_BA.dtype)
+    uniform_BA = allowed_BA / allowed_BA.sum(dim=-1, keepdim=True)
+    actions_A = torch.arange(q_values_BA.shape[-1], device=q_values_BA.device)
+    one_hot_BA = (actions_A.unsqueeze(0) == greedy_B.unsqueeze(-1)).to(q_values_BA.dtype)
+    probabilities_BA = epsilon * uniform_BA + (1.0 - epsilon) * one_hot_BA
+    return greedy_B, probabilities_BA, q_values_BA
+
+
+def masked_argmax(q_values_BA: np.ndarray, mask_BA: BoolArray | None) -> np.ndarray:
+    """Numpy masked argmax (first maximum on ties, as torch and ONNX ArgMax)."""
+    if mask_BA is None:
+        return np.asarray(q_values_BA.argmax(axis=-1), dtype=np.int64)
+    low = np.finfo(q_values_BA.dtype).min
+    return np.asarray(np.where(mask_BA, q_values_BA, low).argmax(axis=-1), dtype=np.int64)
+
+
+def epsilon_greedy_probabilities(
+    q_values_BA: np.ndarray, mask_BA: BoolArray | None, epsilon: float
+) -> np.ndarray:
+    """Numpy twin of `epsilon_greedy_head`'s probabilities (float32, [B, A])."""
+    q_values_BA = np.asarray(q_values_BA, dtype=np.float32)
+    allowed_BA = (
+        np.ones_like(q_values_BA) if mask_BA is None else mask_BA.astype(np.float32)
+    )
+    greedy_B = masked_argmax(q_values_BA, mask_BA)
+    one_hot_BA = np.zeros_like(q_values_BA)
+    one_hot_BA[np.arange(len(greedy_B)), greedy_B] = 1.0
+    uniform_BA = allowed_BA / allowed_BA.sum(axis=-1, keepdims=True)
+    return np.asarray(
+        np.float32(epsilon) * uniform_BA + np.float32(1.0 - epsilon) * one_hot_BA,
+        dtype=np.float32,
+    )
+
+
+def sample_allowed(rng: np.random.Generator, mask_A: BoolArray | None, num_actions: int) -> int:
+    """A uniformly random allowed action."""
+    if mask_A is None:
+        return int(rng.integers(num_actions))
+    allowed = np.flatnonzero(mask_A)
+    return int(allowed[rng.integers(len(allowed))])
+
+
+def epsilon_greedy_act(
+    rng: np.random.Generator,
+    q_values_BA: np.ndarray,
+    mask_BA: BoolArray | None,
+    epsilon: float,
+    deterministic: bool,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Acts epsilon-greedily among allowed actions; returns (actions_B, propensities_B)."""
+    batch, num_actions = q_values_BA.shape
+    greedy_B = masked_argmax(q_values_BA, mask_BA)
+    if deterministic:
+        return greedy_B, np.ones(batch, dtype=np.float32)
+    actions_B = greedy_B.copy()
+    explore_B = rng.random(batch) < epsilon
+    for i in np.flatnonzero(explore_B):
+        actions_B[i] = sample_allowed(rng, None if mask_BA is None else mask_BA[i], num_actions)
+    probabilities_BA = epsilon_greedy_probabilities(q_values_BA, mask_BA, epsilon)
+    return actions_B, probabilities_BA[np.arange(batch), actions_B]

@@ -1,0 +1,71 @@
+"""Deterministic evaluation of any acting function on a Gymnasium env."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from agentserve.envtools import flat_observation, mask_from_info
+from trainer.envs import make_env
+from trainer.learner import BoolArray, FloatArray
+
+ActFn = Callable[[FloatArray, BoolArray | None], int]
+"""(flat observation, allowed-action mask or None) -> action."""
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    returns: tuple[float, ...]
+    lengths: tuple[int, ...]
+
+    @property
+    def mean(self) -> float:
+        return float(np.mean(self.returns))
+
+    @property
+    def std(self) -> float:
+        return float(np.std(self.returns))
+
+    @property
+    def success_rate(self) -> float:
+        """Fraction of episodes with a positive return (the goal rate of sparse-reward tasks)."""
+        return float(np.mean([r > 0 for r in self.returns]))
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "episodes": len(self.returns),
+            "mean_reward": self.mean,
+            "std_reward": self.std,
+            "mean_length": float(np.mean(self.lengths)),
+            "success_rate": self.success_rate,
+        }
+
+
+def evaluate(
+    act: ActFn,
+    env_id: str,
+    episodes: int,
+    seed: int = 0,
+    env_kwargs: dict[str, Any] | None = None,
+) -> EvalResult:
+    """Runs `episodes` episodes, episode i reset with seed `seed + i`."""
+    env = make_env(env_id, **(env_kwargs or {}))
+    returns, lengths = [], []
+    try:
+        for episode in range(episodes):
+            observation, info = env.reset(seed=seed + episode)
+            total, length, done = 0.0, 0, False
+            while not done:
+                action = act(flat_observation(observation), mask_from_info(info))
+                observation, reward, terminated, truncated, info = env.step(action)
+                total += float(reward)
+                length += 1
+                done = terminated or truncated
+            returns.append(total)
+            lengths.append(length)
+    finally:
+        env.close()
+    return EvalResult(tuple(returns), tuple(lengths))

@@ -1,0 +1,143 @@
+"""The one learner interface that both drivers use.
+
+Glossary:
+- *step*: one environment transition handed to `Learner.observe`.
+- *update*: one gradient step (or one table update) made by the learner.
+- *policy module*: the torch module `(observation, action_mask) -> (greedy_action, probabilities,
+  values)` that is exported to ONNX and served; the same signature for every algorithm.
+
+The offline loop (`trainer.loop`) drives a learner with a Gymnasium env; the service drives the
+very same object with transitions assembled from remote feedback. The learner alone decides when to
+learn (every step for tabular methods, every `train_freq` steps from replay for DQN, ...).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+import numpy.typing as npt
+import torch
+
+from agentserve.errors import ConfigError
+from agentserve.spaces import SpaceSpec
+
+FloatArray = npt.NDArray[np.float32]
+IntArray = npt.NDArray[np.int64]
+BoolArray = npt.NDArray[np.bool_]
+
+
+@dataclass(frozen=True)
+class ActionBatch:
+    """What `Learner.act` returns for a batch of B observations."""
+
+    actions: IntArray
+    """[B] discrete actions."""
+    propensities: FloatArray
+    """[B] probability of each action under the acting (exploring) policy."""
+    values: FloatArray | None = None
+    """[B, A] Q-values, for value-based learners."""
+
+
+@dataclass(frozen=True)
+class TransitionBatch:
+    """B transitions (s, a, r, s', terminated, truncated) with the masks that applied at s'."""
+
+    observations: FloatArray
+    actions: IntArray
+    rewards: FloatArray
+    next_observations: FloatArray
+    terminated: BoolArray
+    truncated: BoolArray
+    next_action_masks: BoolArray | None = None
+    """[B, A] actions allowed at s'; None = all allowed. Targets maximise over allowed ones only."""
+
+
+@dataclass
+class LearnerState:
+    """Everything needed to resume learning, without pickle: arrays plus JSON-able metadata."""
+
+    tensors: dict[str, npt.NDArray[Any]]
+    meta: dict[str, Any]
+
+
+class Learner(ABC):
+    """An algorithm instance: acts, observes, learns, saves and exports its policy."""
+
+    algorithm: ClassVar[str]
+    """Registered name, e.g. "dqn"."""
+    distribution: ClassVar[str]
+    """How the served policy's probabilities arise: "epsilon_greedy" or "softmax"."""
+    config_class: ClassVar[type[Any]]
+    runtimes: ClassVar[tuple[str, ...]] = ("onnx",)
+    """Runtimes able to serve the exported policy, preferred first."""
+
+    def __init__(
+        self, observation_space: SpaceSpec, action_space: SpaceSpec, config: Any, seed: int
+    ) -> None:
+        self.check_spaces(observation_space, action_space)
+        self.observation_space = observation_space
+        self.action_space = action_space
+        self.config = config
+        self.seed = seed
+        self.num_steps = 0
+        """Environment steps observed so far."""
+        self.num_updates = 0
+        """Learning updates made so far."""
+        self.rng = np.random.default_rng(seed)
+        torch.manual_seed(seed)
+
+    @classmethod
+    @abstractmethod
+    def check_spaces(cls, observation_space: SpaceSpec, action_space: SpaceSpec) -> None:
+        """Raises ConfigError naming what is unsupported."""
+
+    @abstractmethod
+    def act(
+        self, observations: FloatArray, action_masks: BoolArray | None, deterministic: bool
+    ) -> ActionBatch:
+        """Chooses actions for a batch; never a masked one."""
+
+    @abstractmethod
+    def observe(self, batch: TransitionBatch) -> dict[str, float]:
+        """Hands experience in; returns training scalars (e.g. {"train/loss": ...}) if it learned."""
+
+    @abstractmethod
+    def policy_module(self) -> torch.nn.Module:
+        """The inference module that is exported and served (see the module docstring)."""
+
+    @property
+    @abstractmethod
+    def serving_epsilon(self) -> float:
+        """Exploration rate of the exported stochastic policy (0 for policy-gradient methods)."""
+
+    @abstractmethod
+    def _state_tensors(self) -> dict[str, npt.NDArray[Any]]: ...
+
+    @abstractmethod
+    def _load_state_tensors(self, tensors: dict[str, npt.NDArray[Any]]) -> None: ...
+
+    def extra_scalars(self) -> dict[str, float]:
+        """Scalars worth logging at any time (e.g. the exploration rate)."""
+        return {}
+
+    def state_dict(self) -> LearnerState:
+        meta = {
+            "algorithm": self.algorithm,
+            "num_steps": self.num_steps,
+            "num_updates": self.num_updates,
+            "rng": self.rng.bit_generator.state,
+        }
+        return LearnerState(self._state_tensors(), meta)
+
+    def load_state_dict(self, state: LearnerState) -> None:
+        if state.meta.get("algorithm") != self.algorithm:
+            raise ConfigError(
+                f"checkpoint is for {state.meta.get('algorithm')!r}, not {self.algorithm!r}"
+            )
+        self.num_steps = int(state.meta["num_steps"])
+        self.num_updates = int(state.meta["num_updates"])
+        self.rng.bit_generator.state = state.meta["rng"]
+        self._load_state_tensors(state.tensors)

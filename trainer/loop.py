@@ -1,0 +1,184 @@
+"""The offline driver: a learner, a Gymnasium env, periodic evaluation, checkpoints, export.
+
+A run directory holds `config.json` (the resolved run), `monitor.csv`, `tensorboard/`,
+`checkpoints/best.safetensors` (best by evaluation) and `checkpoints/last.safetensors`.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from agentserve.envtools import flat_observation, mask_from_info
+from agentserve.errors import ConfigError
+from agentserve.spaces import space_from_gym
+from trainer import registry
+from trainer.core.checkpoint import load_checkpoint, save_checkpoint
+from trainer.core.config import config_to_json, resolve
+from trainer.envs import make_env
+from trainer.evaluation import EvalResult, evaluate
+from trainer.export import default_policy_name, export_artifact
+from trainer.learner import BoolArray, FloatArray, Learner, TransitionBatch
+from trainer.logger import RunLogger
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    algorithm: str
+    env_id: str
+    seed: int = 0
+    timesteps: int | None = None
+    """Environment steps; None = the preset's budget."""
+    overrides: tuple[str, ...] = ()
+    """`key=value` hyperparameter overrides."""
+    run_dir: Path | None = None
+    """Where logs and checkpoints go; None = runs/<name>-s<seed>-<time>."""
+    out_repo: Path | None = None
+    """Model repository to export the trained policy into; None = no export."""
+    name: str | None = None
+    """Policy name in the repository; None = derived from env and algorithm."""
+    eval_freq: int = 10_000
+    """Steps between evaluations (0 = only at the end)."""
+    eval_episodes: int = 10
+    progress: bool = True
+    resume: Path | None = None
+    """A checkpoint to continue from (the step count carries on)."""
+
+
+@dataclass(frozen=True)
+class RunResult:
+    run_dir: Path
+    artifact: Path | None
+    timesteps: int
+    wall_seconds: float
+    final_eval: EvalResult | None
+    best_eval: EvalResult | None
+
+
+def _greedy(learner: Learner) -> Any:
+    def act(observation: FloatArray, mask: BoolArray | None) -> int:
+        masks = None if mask is None else mask[None]
+        return int(learner.act(observation[None], masks, deterministic=True).actions[0])
+
+    return act
+
+
+def train(options: RunOptions) -> RunResult:
+    learner_class = registry.get(options.algorithm)
+    spec = resolve(
+        options.algorithm, learner_class.config_class, options.env_id, list(options.overrides)
+    )
+    timesteps = options.timesteps if options.timesteps is not None else spec.timesteps
+    if timesteps is None:
+        raise ConfigError(
+            f"no --timesteps given and no preset budget for {options.algorithm} on {options.env_id}"
+        )
+    if timesteps < 0:
+        raise ConfigError("--timesteps must be >= 0")
+    if hasattr(spec.config, "total_timesteps"):
+        spec.config.total_timesteps = max(timesteps, 1)
+    env = make_env(options.env_id, **spec.env_kwargs)
+    learner = learner_class(
+        space_from_gym(env.observation_space),
+        space_from_gym(env.action_space),
+        spec.config,
+        options.seed,
+    )
+    if options.resume is not None:
+        learner.load_state_dict(load_checkpoint(options.resume))
+    name = options.name or default_policy_name(options.env_id, options.algorithm)
+    run_dir = options.run_dir or Path("runs") / f"{name}-s{options.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    resolved = {
+        "algorithm": options.algorithm,
+        "env_id": options.env_id,
+        "env_kwargs": spec.env_kwargs,
+        "seed": options.seed,
+        "timesteps": timesteps,
+        "hyperparameters": config_to_json(spec.config),
+    }
+    (run_dir / "config.json").write_text(json.dumps(resolved, indent=2) + "\n", encoding="utf-8")
+
+    def run_eval(seed_offset: int) -> EvalResult:
+        return evaluate(
+            _greedy(learner),
+            options.env_id,
+            options.eval_episodes,
+            seed=10_000 + options.seed * 1_000 + seed_offset,
+            env_kwargs=spec.env_kwargs,
+        )
+
+    logger = RunLogger(run_dir, timesteps, options.progress)
+    logger.advance(learner.num_steps)
+    checkpoints = run_dir / "checkpoints"
+    best: EvalResult | None = None
+    started = time.monotonic()
+    torch.manual_seed(options.seed)
+    env.action_space.seed(options.seed)
+    observation, info = env.reset(seed=options.seed)
+    episode_return, episode_length = 0.0, 0
+    try:
+        while learner.num_steps < timesteps:
+            obs = flat_observation(observation)
+            mask = mask_from_info(info)
+            action = int(learner.act(obs[None], None if mask is None else mask[None], False).actions[0])
+            observation, reward, terminated, truncated, info = env.step(action)
+            next_mask = mask_from_info(info)
+            scalars = learner.observe(
+                TransitionBatch(
+                    observations=obs[None],
+                    actions=np.array([action], dtype=np.int64),
+                    rewards=np.array([reward], dtype=np.float32),
+                    next_observations=flat_observation(observation)[None],
+                    terminated=np.array([terminated]),
+                    truncated=np.array([truncated]),
+                    next_action_masks=None if next_mask is None else next_mask[None],
+                )
+            )
+            step = learner.num_steps
+            episode_return += float(reward)
+            episode_length += 1
+            if terminated or truncated:
+                logger.episode(step, episode_return, episode_length)
+                episode_return, episode_length = 0.0, 0
+                observation, info = env.reset()
+            logger.scalars(step, {**scalars, **learner.extra_scalars()})
+            if step % 1000 == 0 or step == timesteps:
+                logger.advance(step)
+            if options.eval_freq > 0 and step % options.eval_freq == 0:
+                result = run_eval(step)
+                logger.evaluation(step, result)
+                if best is None or result.mean > best.mean:
+                    best = result
+                    save_checkpoint(learner.state_dict(), checkpoints / "best.safetensors")
+        final = run_eval(timesteps) if options.eval_episodes > 0 else None
+        if final is not None:
+            logger.evaluation(learner.num_steps, final)
+    finally:
+        logger.close(learner.num_steps)
+        env.close()
+    save_checkpoint(learner.state_dict(), checkpoints / "last.safetensors")
+    steps_done = learner.num_steps
+    exported_eval = final
+    if final is not None and (best is None or final.mean >= best.mean):
+        best = final
+        save_checkpoint(learner.state_dict(), checkpoints / "best.safetensors")
+    elif best is not None:
+        learner.load_state_dict(load_checkpoint(checkpoints / "best.safetensors"))
+        exported_eval = best
+    wall = time.monotonic() - started
+    artifact = None
+    if options.out_repo is not None:
+        training = {
+            **resolved,
+            "wall_seconds": round(wall, 3),
+            "evaluation": None if exported_eval is None else exported_eval.to_json(),
+        }
+        artifact = export_artifact(learner, options.out_repo, name, options.env_id, training)
+    return RunResult(run_dir, artifact, steps_done, wall, final, best)
