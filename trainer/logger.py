@@ -31,7 +31,10 @@ class RunLogger:
         self.recent_returns: deque[float] = deque(maxlen=100)
         self._pending: dict[str, list[float]] = defaultdict(list)
         self._last_flush = 0
-        self.bar = tqdm(total=total_steps, disable=not progress, unit="step", dynamic_ncols=True)
+        # disable=None: a bar on a terminal, none in logs and pipes.
+        self.bar = tqdm(
+            total=total_steps, disable=None if progress else True, unit="step", dynamic_ncols=True
+        )
         self._postfix: dict[str, str] = {}
 
     def advance(self, step: int) -> None:
