@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 INSTALL := scripts/install.sh $(VENV) dev
 
-.PHONY: install run test check lint typecheck proto proto-check learning bundle clean
+.PHONY: install run test check lint typecheck proto proto-check learning bench-learning bundle clean
 
 install:
 	@$(INSTALL)
@@ -13,7 +13,7 @@ run: install
 	$(VENV)/bin/agentserve demo
 
 ## The default test suite (what CI runs).
-test: install proto-check lint
+test: install proto-check check
 	$(PY) -m pytest -q
 
 ## Lint, format check and type check.
@@ -36,6 +36,10 @@ proto-check: install
 ## Slow learning checks (reference returns over several seeds).
 learning: install
 	$(PY) -m pytest -q -m slow tests/learning
+
+## Run every reference learning check over its seeds; writes docs/learning-results.md + PNG.
+bench-learning: install
+	$(PY) benchmarks/learning.py
 
 ## Retrain the bundled default model repository (service/default_models).
 bundle: install

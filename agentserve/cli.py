@@ -47,7 +47,10 @@ def cmd_train(args: argparse.Namespace) -> int:
             resume=args.resume,
         )
     )
-    print(f"trained {result.timesteps} steps in {result.wall_seconds:.1f} s; run folder {result.run_dir}")
+    print(
+        f"trained {result.timesteps} steps in {result.wall_seconds:.1f} s; "
+        f"run folder {result.run_dir}"
+    )
     if result.best_eval is not None:
         ev = result.best_eval
         print(f"best evaluation: {ev.mean:.2f} +- {ev.std:.2f} over {len(ev.returns)} episodes")
@@ -133,7 +136,9 @@ def cmd_simulate(args: argparse.Namespace) -> int:
             on_episode=lambda i, ret, n: print(f"episode {i}: return {ret:g} ({n} steps)"),
         )
     spread = statistics.pstdev(returns)
-    print(f"mean return {statistics.fmean(returns):.2f} +- {spread:.2f} over {len(returns)} episodes")
+    print(
+        f"mean return {statistics.fmean(returns):.2f} +- {spread:.2f} over {len(returns)} episodes"
+    )
     return 0
 
 
@@ -167,10 +172,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timesteps", type=_non_negative, help="env steps (default: the preset's)")
     p.add_argument("--out", type=Path, help="model repository to export the policy into")
     p.add_argument("--name", help="policy name in the repository (default: <env>-<algo>)")
-    p.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a hyperparameter (repeatable), e.g. -p learning_rate=1e-3")
+    p.add_argument(
+        "-p",
+        "--param",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a hyperparameter (repeatable), e.g. -p learning_rate=1e-3",
+    )
     p.add_argument("--run-dir", type=Path, help="logs and checkpoints (default: runs/...)")
-    p.add_argument("--eval-freq", type=_non_negative, default=10_000, help="steps between evaluations")
+    p.add_argument(
+        "--eval-freq", type=_non_negative, default=10_000, help="steps between evaluations"
+    )
     p.add_argument("--eval-episodes", type=_non_negative, default=10)
     p.add_argument("--resume", type=Path, help="continue from a checkpoint .safetensors file")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -191,7 +204,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model-repo", type=Path, help="default: the bundled repository")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0 for all)")
     p.add_argument("--port", type=_non_negative, default=50051, help="gRPC port (0 = any free)")
-    p.add_argument("--metrics-port", type=int, default=9100, help="Prometheus port (0 = any, -1 = off)")
+    p.add_argument(
+        "--metrics-port", type=int, default=9100, help="Prometheus port (0 = any, -1 = off)"
+    )
     p.add_argument("--grace", type=float, default=10.0, help="seconds to drain on SIGTERM")
     p.add_argument("--runtime", choices=["onnx", "table"], help="force a runtime")
     p.add_argument("--ready-file", type=Path, help="write pid and ports here once serving")

@@ -94,7 +94,7 @@ class Client:
         self.policy = policy
         self.timeout = timeout
         self._channel = channel or grpc.insecure_channel(target)
-        self._stub = agent_pb2_grpc.AgentServiceStub(self._channel)
+        self._stub = agent_pb2_grpc.AgentServiceStub(self._channel)  # type: ignore[no-untyped-call]
 
     def wait_ready(self, timeout: float = 30.0) -> None:
         """Blocks until the channel connects, or raises RemoteError("UNAVAILABLE")."""

@@ -34,7 +34,10 @@ def run_demo(model_repo: Path | None, episodes: int) -> int:
         client.wait_ready()
         means = {}
         for policy in client.list_policies():
-            print(f"\n{policy.name} v{policy.default_version} ({policy.algorithm}) on {policy.env_id}:")
+            print(
+                f"\n{policy.name} v{policy.default_version} ({policy.algorithm}) "
+                f"on {policy.env_id}:"
+            )
             returns = run_episodes(
                 client,
                 policy.env_id,

@@ -1,7 +1,7 @@
 """Runs `agentserve serve` as a child process on free ports, for the demo, tests and benchmarks.
 
-    with LocalServer(model_repo) as server:
-        client = Client(server.target)
+with LocalServer(model_repo) as server:
+    client = Client(server.target)
 """
 
 from __future__ import annotations
@@ -61,7 +61,9 @@ class LocalServer:
                 raise AgentserveError(f"server exited during start-up:\n{self.log()}")
             if time.monotonic() > deadline:
                 self.kill()
-                raise AgentserveError(f"server not ready after {self.start_timeout:g} s:\n{self.log()}")
+                raise AgentserveError(
+                    f"server not ready after {self.start_timeout:g} s:\n{self.log()}"
+                )
             time.sleep(0.05)
         info = json.loads(ready.read_text(encoding="utf-8"))
         self.port, self.metrics_port, self.pid = info["port"], info["metrics_port"], info["pid"]

@@ -211,7 +211,8 @@ def load_manifest(version_dir: Path, *, verify: bool = True) -> Artifact:
             raise ManifestError(f"{manifest.name}/{manifest.version}: file {name!r} is missing")
         if verify and sha256_file(path) != expected:
             raise ManifestError(
-                f"{manifest.name}/{manifest.version}: sha256 of {name!r} does not match the manifest"
+                f"{manifest.name}/{manifest.version}: sha256 of {name!r} does not match "
+                "the manifest"
             )
         paths[name] = path
     return Artifact(manifest, version_dir, paths)

@@ -34,12 +34,17 @@ def check(artifact: Path, bar: float) -> float:
     policy = ServedPolicy(load_manifest(artifact))
     rng = np.random.default_rng(0)
     result = evaluate(
-        lambda obs, mask: policy.decide(obs.tolist(), [] if mask is None else mask.tolist(), True, rng).action,
+        lambda obs, mask: (
+            policy.decide(obs.tolist(), [] if mask is None else mask.tolist(), True, rng).action
+        ),
         policy.manifest.env_id,
         episodes=100,
         seed=1_000_000,
     )
-    print(f"{artifact.parent.name}: {result.mean:.2f} +- {result.std:.2f} over 100 episodes (bar {bar})")
+    print(
+        f"{artifact.parent.name}: {result.mean:.2f} +- {result.std:.2f} "
+        f"over 100 episodes (bar {bar})"
+    )
     if result.mean < bar:
         sys.exit(f"{artifact} misses its bar: {result.mean} < {bar}")
     return result.mean

@@ -52,7 +52,9 @@ class PolicyRepository:
         for failure in failures:
             label = failure.policy if failure.policy in self._policies else UNKNOWN_POLICY
             self.metrics.load_failures.labels(label).inc()
-            log.error("policy %s/%s not loaded: %s", failure.policy, failure.version, failure.reason)
+            log.error(
+                "policy %s/%s not loaded: %s", failure.policy, failure.version, failure.reason
+            )
         return failures
 
     def _load_version(self, policy_dir: Path, version_dir: Path) -> None:

@@ -69,13 +69,16 @@ class AgentServer:
                 ("grpc.so_reuseport", 0),
             ]
         )
-        agent_pb2_grpc.add_AgentServiceServicer_to_server(
+        agent_pb2_grpc.add_AgentServiceServicer_to_server(  # type: ignore[no-untyped-call]
             AgentServicer(self.repository, self.metrics), server
         )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflection.enable_server_reflection(
-            (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-             reflection.SERVICE_NAME),
+            (
+                SERVICE_NAME,
+                health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+                reflection.SERVICE_NAME,
+            ),
             server,
         )
         address = f"{self.config.host}:{self.config.port}"
@@ -84,7 +87,9 @@ class AgentServer:
         except RuntimeError:
             self.port = 0
         if self.port == 0:
-            raise ConfigError(f"cannot listen on {address} (in use, or not an address of this host)")
+            raise ConfigError(
+                f"cannot listen on {address} (in use, or not an address of this host)"
+            )
         if self.config.metrics_port >= 0:
             try:
                 self._metrics_httpd, _ = start_http_server(

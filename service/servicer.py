@@ -101,7 +101,9 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
     def _info(self, policy: ServedPolicy) -> agent_pb2.PolicyInfo:
         manifest = policy.manifest
         observation_shape = (
-            [1] if isinstance(manifest.observation_space, DiscreteSpec) else manifest.observation_space.shape
+            [1]
+            if isinstance(manifest.observation_space, DiscreteSpec)
+            else manifest.observation_space.shape
         )
         return agent_pb2.PolicyInfo(
             name=policy.name,

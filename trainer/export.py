@@ -52,7 +52,7 @@ class ExportError(AgentserveError):
 
 
 def default_policy_name(env_id: str, algorithm: str) -> str:
-    """"CartPole-v1", "dqn" -> "cartpole-dqn"; "agentserve/GridWorld-v0" -> "gridworld-...". """
+    """ "CartPole-v1", "dqn" -> "cartpole-dqn"; "agentserve/GridWorld-v0" -> "gridworld-..."."""
     base = env_id.rsplit("/", 1)[-1]
     base = re.sub(r"-v\d+$", "", base).lower()
     return check_policy_name(re.sub(r"[^a-z0-9._-]", "-", f"{base}-{algorithm}"))
@@ -234,5 +234,3 @@ def export_artifact(
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-
-

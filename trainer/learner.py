@@ -102,7 +102,7 @@ class Learner(ABC):
 
     @abstractmethod
     def observe(self, batch: TransitionBatch) -> dict[str, float]:
-        """Hands experience in; returns training scalars (e.g. {"train/loss": ...}) if it learned."""
+        """Hands experience in; returns training scalars ({"train/loss": ...}) if it learned."""
 
     @abstractmethod
     def policy_module(self) -> torch.nn.Module:

@@ -67,7 +67,9 @@ class RunLogger:
 
     def evaluation(self, step: int, result: Any) -> None:
         self.writer.add_scalar("eval/mean_reward", result.mean, step)
-        self.writer.add_scalar("eval/mean_ep_length", sum(result.lengths) / len(result.lengths), step)
+        self.writer.add_scalar(
+            "eval/mean_ep_length", sum(result.lengths) / len(result.lengths), step
+        )
         self._postfix["eval"] = f"{result.mean:.3g}"
         self.bar.set_postfix(self._postfix)
 

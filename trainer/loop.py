@@ -59,6 +59,8 @@ class RunResult:
     wall_seconds: float
     final_eval: EvalResult | None
     best_eval: EvalResult | None
+    evaluations: tuple[tuple[int, float], ...] = ()
+    """(step, mean evaluation return) of every evaluation, in order."""
 
 
 def _greedy(learner: Learner) -> Any:
@@ -93,7 +95,9 @@ def train(options: RunOptions) -> RunResult:
     if options.resume is not None:
         learner.load_state_dict(load_checkpoint(options.resume))
     name = options.name or default_policy_name(options.env_id, options.algorithm)
-    run_dir = options.run_dir or Path("runs") / f"{name}-s{options.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
+    run_dir = (
+        options.run_dir or Path("runs") / f"{name}-s{options.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
+    )
     run_dir.mkdir(parents=True, exist_ok=True)
     resolved = {
         "algorithm": options.algorithm,
@@ -118,6 +122,7 @@ def train(options: RunOptions) -> RunResult:
     logger.advance(learner.num_steps)
     checkpoints = run_dir / "checkpoints"
     best: EvalResult | None = None
+    history: list[tuple[int, float]] = []
     started = time.monotonic()
     torch.manual_seed(options.seed)
     env.action_space.seed(options.seed)
@@ -127,7 +132,9 @@ def train(options: RunOptions) -> RunResult:
         while learner.num_steps < timesteps:
             obs = flat_observation(observation)
             mask = mask_from_info(info)
-            action = int(learner.act(obs[None], None if mask is None else mask[None], False).actions[0])
+            action = int(
+                learner.act(obs[None], None if mask is None else mask[None], False).actions[0]
+            )
             observation, reward, terminated, truncated, info = env.step(action)
             next_mask = mask_from_info(info)
             scalars = learner.observe(
@@ -153,12 +160,14 @@ def train(options: RunOptions) -> RunResult:
                 logger.advance(step)
             if options.eval_freq > 0 and step % options.eval_freq == 0:
                 result = run_eval(step)
+                history.append((step, result.mean))
                 logger.evaluation(step, result)
                 if best is None or result.mean > best.mean:
                     best = result
                     save_checkpoint(learner.state_dict(), checkpoints / "best.safetensors")
         final = run_eval(timesteps) if options.eval_episodes > 0 else None
         if final is not None:
+            history.append((learner.num_steps, final.mean))
             logger.evaluation(learner.num_steps, final)
     finally:
         logger.close(learner.num_steps)
@@ -181,4 +190,4 @@ def train(options: RunOptions) -> RunResult:
             "evaluation": None if exported_eval is None else exported_eval.to_json(),
         }
         artifact = export_artifact(learner, options.out_repo, name, options.env_id, training)
-    return RunResult(run_dir, artifact, steps_done, wall, final, best)
+    return RunResult(run_dir, artifact, steps_done, wall, final, best, tuple(history))

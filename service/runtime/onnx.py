@@ -38,7 +38,10 @@ class OnnxRuntime:
             raise ManifestError(f"{artifact.label}: policy.onnx does not load: {error}") from None
         inputs = {i.name for i in self.session.get_inputs()}
         outputs = {o.name for o in self.session.get_outputs()}
-        if inputs != {ONNX_INPUT_OBSERVATION, ONNX_INPUT_ACTION_MASK} or not set(OUTPUTS) <= outputs:
+        if (
+            inputs != {ONNX_INPUT_OBSERVATION, ONNX_INPUT_ACTION_MASK}
+            or not set(OUTPUTS) <= outputs
+        ):
             raise ManifestError(f"{artifact.label}: policy.onnx has unexpected inputs/outputs")
 
     def infer(

@@ -28,7 +28,9 @@ class TableRuntime:
         except (KeyError, OSError, ValueError):
             raise ManifestError(f"{artifact.label}: weights hold no {TABLE_TENSOR!r}") from None
         if table.shape != (obs.n, act.n):
-            raise ManifestError(f"{artifact.label}: table shape {table.shape} != ({obs.n}, {act.n})")
+            raise ManifestError(
+                f"{artifact.label}: table shape {table.shape} != ({obs.n}, {act.n})"
+            )
         self.table = np.ascontiguousarray(table, dtype=np.float32)
         self.epsilon = manifest.epsilon
 

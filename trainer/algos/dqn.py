@@ -170,7 +170,7 @@ class DQN(Learner):
         q_taken = self.q_net(sample.observations).gather(1, sample.actions.unsqueeze(1)).squeeze(1)
         loss = F.smooth_l1_loss(q_taken, targets)
         self.optimizer.zero_grad()
-        loss.backward()
+        loss.backward()  # type: ignore[no-untyped-call]
         nn.utils.clip_grad_norm_(self.q_net.parameters(), c.max_grad_norm)
         self.optimizer.step()
         self.num_updates += 1

@@ -148,5 +148,7 @@ class QLearning(Learner):
     def _load_state_tensors(self, tensors: dict[str, npt.NDArray[Any]]) -> None:
         table = tensors[TABLE_TENSOR]
         if table.shape != self.q_table.shape:
-            raise ConfigError(f"checkpoint table has shape {table.shape}, expected {self.q_table.shape}")
+            raise ConfigError(
+                f"checkpoint table has shape {table.shape}, expected {self.q_table.shape}"
+            )
         self.q_table[...] = table

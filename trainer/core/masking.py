@@ -48,9 +48,7 @@ def epsilon_greedy_probabilities(
 ) -> np.ndarray:
     """Numpy twin of `epsilon_greedy_head`'s probabilities (float32, [B, A])."""
     q_values_BA = np.asarray(q_values_BA, dtype=np.float32)
-    allowed_BA = (
-        np.ones_like(q_values_BA) if mask_BA is None else mask_BA.astype(np.float32)
-    )
+    allowed_BA = np.ones_like(q_values_BA) if mask_BA is None else mask_BA.astype(np.float32)
     greedy_B = masked_argmax(q_values_BA, mask_BA)
     one_hot_BA = np.zeros_like(q_values_BA)
     one_hot_BA[np.arange(len(greedy_B)), greedy_B] = 1.0

@@ -29,7 +29,7 @@ LAVA_REWARD = -10.0
 
 
 class GridWorldEnv(gym.Env[np.int64, np.int64]):
-    metadata = {"render_modes": ["ansi"]}
+    metadata = {"render_modes": ["ansi"]}  # noqa: RUF012  (Gymnasium declares it an instance field)
 
     def __init__(self, layout: tuple[str, ...] = DEFAULT_LAYOUT, render_mode: str | None = None):
         widths = {len(row) for row in layout}
@@ -95,7 +95,7 @@ class GridWorldEnv(gym.Env[np.int64, np.int64]):
 
 def optimal_return(env: GridWorldEnv, horizon: int, gamma: float = 1.0) -> float:
     """The best achievable return from the start within `horizon` steps (finite-horizon DP)."""
-    n = env.observation_space.n
+    n = env.height * env.width
     value = np.zeros(n)
     for _ in range(horizon):
         new = np.full(n, -np.inf)
