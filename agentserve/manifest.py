@@ -38,12 +38,12 @@ ONNX_OUTPUT_VALUES = "values"
 # How `probabilities` arise from the network's scores; written so readers know what they serve.
 DISTRIBUTIONS = ("epsilon_greedy", "softmax")
 
-_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 
 
 def check_policy_name(name: str) -> str:
     """Policy names are path components: lower-case letters, digits, '.', '_', '-' only."""
-    if not _NAME.match(name):
+    if not _NAME.fullmatch(name):
         raise ManifestError(
             f"invalid policy name {name!r}: use 1-64 lower-case letters, digits, '.', '_' or '-', "
             "starting with a letter or digit"
@@ -125,6 +125,9 @@ class Manifest:
             if not isinstance(runtimes, list) or not runtimes:
                 raise ManifestError("`runtimes` must be a non-empty list")
             training = data.get("training", {})
+            onnx = data.get("onnx", {})
+            if not isinstance(onnx, dict):
+                raise ManifestError("`onnx` must be a JSON object")
             return cls(
                 name=check_policy_name(str(data["name"])),
                 version=version,
@@ -137,7 +140,7 @@ class Manifest:
                 runtimes=tuple(str(r) for r in runtimes),
                 files=dict(files),
                 training=training if isinstance(training, dict) else {},
-                onnx_opset=int(data.get("onnx", {}).get("opset", 18)),
+                onnx_opset=int(onnx.get("opset", 18)),
             )
         except KeyError as missing:
             raise ManifestError(f"manifest lacks required field {missing}") from None

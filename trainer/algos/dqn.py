@@ -160,11 +160,10 @@ class DQN(Learner):
         sample = self.replay.sample(c.batch_size, self.rng)
         with torch.no_grad():
             next_target_q = self.target_net(sample.next_observations)
-            masked_next = masking.mask_scores(
+            next_actions = masking.masked_argmax_torch(
                 self.q_net(sample.next_observations) if c.double_q else next_target_q,
                 sample.next_action_masks,
-            )
-            next_actions = masked_next.argmax(dim=-1, keepdim=True)
+            ).unsqueeze(1)
             next_q = next_target_q.gather(1, next_actions).squeeze(1)
             targets = sample.rewards + c.gamma * next_q * (~sample.terminated).float()
         q_taken = self.q_net(sample.observations).gather(1, sample.actions.unsqueeze(1)).squeeze(1)

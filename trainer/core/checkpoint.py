@@ -60,7 +60,7 @@ def save_checkpoint(state: LearnerState, path: Path) -> None:
 
 
 def load_checkpoint(path: Path) -> LearnerState:
-    from safetensors import safe_open
+    from safetensors import SafetensorError, safe_open
 
     if not path.is_file():
         raise ConfigError(f"no checkpoint at {path}")
@@ -68,5 +68,5 @@ def load_checkpoint(path: Path) -> LearnerState:
         with safe_open(str(path), framework="numpy") as handle:
             meta = json.loads((handle.metadata() or {})[META_KEY])
         return LearnerState(load_file(str(path)), meta)
-    except (KeyError, ValueError, OSError) as error:
+    except (KeyError, ValueError, OSError, SafetensorError) as error:
         raise ConfigError(f"{path} is not an agentserve checkpoint: {error}") from None

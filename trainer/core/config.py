@@ -53,6 +53,20 @@ def parse_override(text: str) -> tuple[str, Any]:
     return key.strip(), value
 
 
+def _number(value: Any) -> float | None:
+    """A float from a number or a numeric string (YAML 1.1 reads "1e-3" as a string)."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return None
+    return None
+
+
 def _coerce(name: str, annotation: Any, value: Any) -> Any:
     origin = typing.get_origin(annotation)
     if annotation is bool:
@@ -61,11 +75,13 @@ def _coerce(name: str, annotation: Any, value: Any) -> Any:
     elif annotation is int:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
+        number = _number(value)
+        if number is not None and number.is_integer():
+            return int(number)
     elif annotation is float:
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            return float(value)
+        number = _number(value)
+        if number is not None:
+            return number
     elif annotation is str:
         if isinstance(value, str):
             return value
@@ -110,12 +126,14 @@ def resolve(
         merged.update(section)
     merged.update(parse_override(o) for o in overrides)
     timesteps = merged.pop("timesteps", None)
+    if timesteps is not None:
+        timesteps = _coerce("timesteps", int, timesteps)
     env_kwargs = merged.pop("env_kwargs", None) or {}
     if not isinstance(env_kwargs, dict):
         raise ConfigError("env_kwargs must be a mapping")
     return TrainSpec(
         config=build_config(config_class, merged),
-        timesteps=None if timesteps is None else int(timesteps),
+        timesteps=timesteps,
         env_kwargs=env_kwargs,
     )
 

@@ -1,7 +1,9 @@
 """Action masks with one meaning everywhere: True = allowed.
 
-Masked scores are set to the dtype's minimum before argmax / max / softmax, so a masked action can
-never win, in training, in the exported torch module and inside the ONNX graph alike.
+Masked scores are set to the dtype's minimum before argmax / max / softmax, and an argmax that
+still lands on a masked action (possible only when every allowed score is -inf or that minimum)
+falls back to the first allowed action: a masked action never wins, in training, in the exported
+torch module and inside the ONNX graph alike.
 """
 
 from __future__ import annotations
@@ -21,12 +23,20 @@ def mask_scores(scores_BA: torch.Tensor, mask_BA: torch.Tensor) -> torch.Tensor:
     return torch.where(mask_BA, scores_BA, torch.finfo(scores_BA.dtype).min)
 
 
+def masked_argmax_torch(scores_BA: torch.Tensor, mask_BA: torch.Tensor) -> torch.Tensor:
+    """Argmax over allowed actions (first maximum on ties); never a masked index."""
+    greedy_B = mask_scores(scores_BA, mask_BA).argmax(dim=-1)
+    allowed_B = mask_BA.gather(1, greedy_B.unsqueeze(-1)).squeeze(-1)
+    first_allowed_B = mask_BA.to(torch.int32).argmax(dim=-1)
+    return torch.where(allowed_B, greedy_B, first_allowed_B)
+
+
 def epsilon_greedy_head(
     q_values_BA: torch.Tensor, mask_BA: torch.Tensor, epsilon: float
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(greedy_action_B, probabilities_BA, q_values_BA) of an epsilon-greedy policy over allowed
     actions: epsilon spread evenly over the allowed ones, 1 - epsilon on the masked argmax."""
-    greedy_B = mask_scores(q_values_BA, mask_BA).argmax(dim=-1)
+    greedy_B = masked_argmax_torch(q_values_BA, mask_BA)
     allowed_BA = mask_BA.to(q_values_BA.dtype)
     uniform_BA = allowed_BA / allowed_BA.sum(dim=-1, keepdim=True)
     actions_A = torch.arange(q_values_BA.shape[-1], device=q_values_BA.device)
@@ -40,7 +50,9 @@ def masked_argmax(q_values_BA: np.ndarray, mask_BA: BoolArray | None) -> np.ndar
     if mask_BA is None:
         return np.asarray(q_values_BA.argmax(axis=-1), dtype=np.int64)
     low = np.finfo(q_values_BA.dtype).min
-    return np.asarray(np.where(mask_BA, q_values_BA, low).argmax(axis=-1), dtype=np.int64)
+    greedy_B = np.where(mask_BA, q_values_BA, low).argmax(axis=-1)
+    allowed_B = np.take_along_axis(mask_BA, greedy_B[..., None], axis=-1)[..., 0]
+    return np.asarray(np.where(allowed_B, greedy_B, mask_BA.argmax(axis=-1)), dtype=np.int64)
 
 
 def epsilon_greedy_probabilities(

@@ -69,7 +69,9 @@ class ReplayBuffer:
     )
 
     def state_tensors(self, prefix: str) -> dict[str, npt.NDArray[Any]]:
-        tensors = {f"{prefix}{name}": getattr(self, name)[: self.size] for name in self._FIELDS}
+        tensors = {
+            f"{prefix}{name}": getattr(self, name)[: self.size].copy() for name in self._FIELDS
+        }
         tensors[f"{prefix}cursor"] = np.array([self.position, self.size], dtype=np.int64)
         return tensors
 

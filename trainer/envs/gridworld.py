@@ -29,7 +29,7 @@ LAVA_REWARD = -10.0
 
 
 class GridWorldEnv(gym.Env[np.int64, np.int64]):
-    metadata = {"render_modes": ["ansi"]}  # noqa: RUF012  (Gymnasium declares it an instance field)
+    metadata = {"render_modes": ["ansi"], "render_fps": 4}  # noqa: RUF012  (Gymnasium declares it an instance field)
 
     def __init__(self, layout: tuple[str, ...] = DEFAULT_LAYOUT, render_mode: str | None = None):
         widths = {len(row) for row in layout}

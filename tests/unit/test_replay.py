@@ -1,0 +1,158 @@
+"""trainer.core.replay.ReplayBuffer: circular storage, sampling and its saved state."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from trainer.core.replay import ReplayBuffer
+from trainer.learner import TransitionBatch
+
+OBS, ACTIONS = 3, 4
+
+
+def transitions(start: int, count: int, masks: bool = True) -> TransitionBatch:
+    """Transitions numbered start .. start+count-1; every field encodes the number."""
+    ids = np.arange(start, start + count)
+    mask = np.ones((count, ACTIONS), dtype=np.bool_)
+    mask[np.arange(count), ids % ACTIONS] = False
+    return TransitionBatch(
+        observations=np.repeat(ids[:, None], OBS, axis=1).astype(np.float32),
+        actions=(ids % ACTIONS).astype(np.int64),
+        rewards=(ids * 0.5).astype(np.float32),
+        next_observations=np.repeat(ids[:, None] + 1000, OBS, axis=1).astype(np.float32),
+        terminated=ids % 3 == 0,
+        truncated=ids % 5 == 0,
+        next_action_masks=mask if masks else None,
+    )
+
+
+def stored_ids(buffer: ReplayBuffer) -> list[int]:
+    return [int(v) for v in buffer.observations[: buffer.size, 0]]
+
+
+def test_add_fills_in_order() -> None:
+    buffer = ReplayBuffer(5, OBS, ACTIONS)
+    buffer.add(transitions(0, 3))
+    assert (buffer.position, buffer.size) == (3, 3)
+    assert stored_ids(buffer) == [0, 1, 2]
+    np.testing.assert_array_equal(buffer.actions[:3], [0, 1, 2])
+    np.testing.assert_array_equal(buffer.rewards[:3], [0.0, 0.5, 1.0])
+    np.testing.assert_array_equal(buffer.terminated[:3], [True, False, False])
+    np.testing.assert_array_equal(buffer.next_observations[:3, 0], [1000, 1001, 1002])
+    assert not buffer.next_action_masks[1, 1]
+    assert buffer.next_action_masks[1].sum() == ACTIONS - 1
+
+
+def test_add_wraps_around_at_capacity() -> None:
+    buffer = ReplayBuffer(5, OBS, ACTIONS)
+    buffer.add(transitions(0, 4))
+    buffer.add(transitions(4, 3))  # ids 4, 5, 6: 5 and 6 overwrite slots 0 and 1
+    assert (buffer.position, buffer.size) == (2, 5)
+    assert stored_ids(buffer) == [5, 6, 2, 3, 4]
+    np.testing.assert_array_equal(buffer.actions, [1, 2, 2, 3, 0])
+    buffer.add(transitions(7, 8))  # more than the capacity in one batch
+    assert (buffer.position, buffer.size) == (0, 5)
+    assert stored_ids(buffer) == [10, 11, 12, 13, 14]
+
+
+def test_missing_masks_are_stored_as_all_allowed() -> None:
+    buffer = ReplayBuffer(2, OBS, ACTIONS)
+    buffer.add(transitions(0, 2))
+    assert not buffer.next_action_masks.all()
+    buffer.add(transitions(2, 2, masks=False))  # overwrites both slots
+    assert buffer.next_action_masks.all()
+
+
+def test_observations_are_flattened() -> None:
+    buffer = ReplayBuffer(4, 6, 2)
+    observations = np.arange(12, dtype=np.float32).reshape(2, 2, 3)
+    buffer.add(
+        TransitionBatch(
+            observations=observations,
+            actions=np.array([0, 1]),
+            rewards=np.zeros(2, dtype=np.float32),
+            next_observations=observations + 100,
+            terminated=np.array([False, True]),
+            truncated=np.array([False, False]),
+        )
+    )
+    np.testing.assert_array_equal(buffer.observations[:2], observations.reshape(2, 6))
+    np.testing.assert_array_equal(buffer.next_observations[:2], observations.reshape(2, 6) + 100)
+
+
+def test_sample_shapes_and_dtypes() -> None:
+    buffer = ReplayBuffer(50, OBS, ACTIONS)
+    buffer.add(transitions(0, 30))
+    sample = buffer.sample(16, np.random.default_rng(0))
+    assert sample.observations.shape == (16, OBS)
+    assert sample.observations.dtype == torch.float32
+    assert sample.next_observations.shape == (16, OBS)
+    assert sample.next_observations.dtype == torch.float32
+    assert sample.actions.shape == (16,)
+    assert sample.actions.dtype == torch.int64
+    assert sample.rewards.shape == (16,)
+    assert sample.rewards.dtype == torch.float32
+    assert sample.terminated.shape == (16,)
+    assert sample.terminated.dtype == torch.bool
+    assert sample.next_action_masks.shape == (16, ACTIONS)
+    assert sample.next_action_masks.dtype == torch.bool
+
+
+def test_sample_draws_only_stored_transitions_and_keeps_them_together() -> None:
+    buffer = ReplayBuffer(100, OBS, ACTIONS)
+    buffer.add(transitions(0, 7))
+    sample = buffer.sample(500, np.random.default_rng(1))
+    ids = sample.observations[:, 0].numpy().astype(np.int64)
+    assert set(ids.tolist()) == set(range(7))  # 500 draws reach all 7, nothing beyond
+    np.testing.assert_array_equal(sample.actions.numpy(), ids % ACTIONS)
+    np.testing.assert_array_equal(sample.rewards.numpy(), ids * 0.5)
+    np.testing.assert_array_equal(sample.next_observations[:, 0].numpy(), ids + 1000)
+    np.testing.assert_array_equal(sample.terminated.numpy(), ids % 3 == 0)
+    np.testing.assert_array_equal(sample.next_action_masks.numpy()[np.arange(500), ids % 4], False)
+
+
+def test_sample_is_reproducible_with_the_same_generator_seed() -> None:
+    buffer = ReplayBuffer(20, OBS, ACTIONS)
+    buffer.add(transitions(0, 20))
+    first = buffer.sample(8, np.random.default_rng(5))
+    second = buffer.sample(8, np.random.default_rng(5))
+    for a, b in zip(first, second, strict=True):
+        assert torch.equal(a, b)
+
+
+def assert_same_buffer(a: ReplayBuffer, b: ReplayBuffer) -> None:
+    assert (a.position, a.size, a.capacity) == (b.position, b.size, b.capacity)
+    for name in ReplayBuffer._FIELDS:
+        np.testing.assert_array_equal(getattr(a, name)[: a.size], getattr(b, name)[: b.size])
+
+
+def test_state_round_trip_of_a_partly_filled_buffer() -> None:
+    original = ReplayBuffer(10, OBS, ACTIONS)
+    original.add(transitions(0, 4))
+    tensors = original.state_tensors("replay.")
+    assert set(tensors) == {f"replay.{n}" for n in ReplayBuffer._FIELDS} | {"replay.cursor"}
+    assert tensors["replay.observations"].shape == (4, OBS)
+    restored = ReplayBuffer(10, OBS, ACTIONS)
+    restored.load_state_tensors(tensors, "replay.")
+    assert_same_buffer(original, restored)
+
+
+def test_state_round_trip_after_wrapping_continues_identically() -> None:
+    original = ReplayBuffer(6, OBS, ACTIONS)
+    original.add(transitions(0, 9))
+    assert (original.position, original.size) == (3, 6)
+    restored = ReplayBuffer(6, OBS, ACTIONS)
+    restored.load_state_tensors(original.state_tensors("x/"), "x/")
+    assert_same_buffer(original, restored)
+    # The write cursor survives: the next transitions overwrite the same slots in both.
+    original.add(transitions(9, 2))
+    restored.add(transitions(9, 2))
+    assert_same_buffer(original, restored)
+    assert stored_ids(restored) == [6, 7, 8, 9, 10, 5]
+    for a, b in zip(
+        original.sample(32, np.random.default_rng(2)),
+        restored.sample(32, np.random.default_rng(2)),
+        strict=True,
+    ):
+        assert torch.equal(a, b)
