@@ -150,11 +150,24 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_algos(args: argparse.Namespace) -> int:
     from trainer import registry
+    from trainer.core.config import describe
 
+    if args.algorithm:
+        learner = registry.get(args.algorithm)
+        print((sys.modules[learner.__module__].__doc__ or "").strip())
+        print(f"\naction spaces: {', '.join(learner.action_spaces)}")
+        print("hyperparameters (override with -p name=value):")
+        for field in describe(learner.config_class):
+            print(f"  {field.name} ({field.type_name}, default {field.default!r})")
+            if field.doc:
+                print(f"      {field.doc}")
+        return 0
     for learner in registry.learners():
-        first = (learner.__doc__ or learner.__module__).strip().splitlines()[0]
         module_doc = (sys.modules[learner.__module__].__doc__ or "").strip().splitlines()
-        print(f"{learner.algorithm:12s} {module_doc[0] if module_doc else first}")
+        switches = [f.name for f in describe(learner.config_class) if f.type_name == "bool"]
+        print(f"{learner.algorithm:16s} {module_doc[0] if module_doc else ''}")
+        print(f"{'':16s} actions: {', '.join(learner.action_spaces)}", end="")
+        print(f"; options: {', '.join(switches)}" if switches else "")
     return 0
 
 
@@ -227,7 +240,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--episodes", type=_positive, default=5)
     p.set_defaults(func=cmd_demo)
 
-    p = sub.add_parser("algos", help="list the registered algorithms")
+    p = sub.add_parser("algos", help="list the registered algorithms and their options")
+    p.add_argument("algorithm", nargs="?", help="show one algorithm's hyperparameters")
     p.set_defaults(func=cmd_algos)
     return parser
 
@@ -246,6 +260,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # output piped into `head` and the like
+        sys.stderr.close()
+        return 0
 
 
 if __name__ == "__main__":

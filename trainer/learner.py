@@ -53,6 +53,9 @@ class TransitionBatch:
     truncated: BoolArray
     next_action_masks: BoolArray | None = None
     """[B, A] actions allowed at s'; None = all allowed. Targets maximise over allowed ones only."""
+    next_actions: IntArray | None = None
+    """[B] the action the acting policy chose at s', -1 where s' ended the episode (on-policy
+    targets such as SARSA's need it); None when the driver does not know it."""
 
 
 @dataclass
@@ -73,6 +76,8 @@ class Learner(ABC):
     config_class: ClassVar[type[Any]]
     runtimes: ClassVar[tuple[str, ...]] = ("onnx",)
     """Runtimes able to serve the exported policy, preferred first."""
+    action_spaces: ClassVar[tuple[str, ...]] = ("discrete",)
+    """Kinds of action space it supports: "discrete", "continuous"."""
 
     def __init__(
         self, observation_space: SpaceSpec, action_space: SpaceSpec, config: Any, seed: int

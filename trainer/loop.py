@@ -12,19 +12,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
-from agentserve.envtools import flat_observation, mask_from_info
 from agentserve.errors import ConfigError
 from agentserve.spaces import space_from_gym
 from trainer import registry
+from trainer.collector import Collector
 from trainer.core.checkpoint import load_checkpoint, save_checkpoint
 from trainer.core.config import config_to_json, resolve
-from trainer.envs import make_env
 from trainer.evaluation import EvalResult, evaluate
 from trainer.export import default_policy_name, export_artifact
-from trainer.learner import BoolArray, FloatArray, Learner, TransitionBatch
+from trainer.learner import BoolArray, FloatArray, Learner
 from trainer.logger import RunLogger
 
 
@@ -85,10 +83,10 @@ def train(options: RunOptions) -> RunResult:
         raise ConfigError("--timesteps must be >= 0")
     if hasattr(spec.config, "total_timesteps"):
         spec.config.total_timesteps = max(timesteps, 1)
-    env = make_env(options.env_id, **spec.env_kwargs)
+    collector = Collector(options.env_id, spec.n_envs, spec.env_kwargs, options.seed)
     learner = learner_class(
-        space_from_gym(env.observation_space),
-        space_from_gym(env.action_space),
+        space_from_gym(collector.envs.single_observation_space),
+        space_from_gym(collector.envs.single_action_space),
         spec.config,
         options.seed,
     )
@@ -103,6 +101,7 @@ def train(options: RunOptions) -> RunResult:
         "algorithm": options.algorithm,
         "env_id": options.env_id,
         "env_kwargs": spec.env_kwargs,
+        "n_envs": spec.n_envs,
         "seed": options.seed,
         "timesteps": timesteps,
         "hyperparameters": config_to_json(spec.config),
@@ -125,43 +124,27 @@ def train(options: RunOptions) -> RunResult:
     history: list[tuple[int, float]] = []
     started = time.monotonic()
     torch.manual_seed(options.seed)
-    env.action_space.seed(options.seed)
-    observation, info = env.reset(seed=options.seed)
-    episode_return, episode_length = 0.0, 0
+    observations, masks = collector.reset()
+    actions = learner.act(observations, masks, False).actions
     try:
         while learner.num_steps < timesteps:
-            obs = flat_observation(observation)
-            mask = mask_from_info(info)
-            action = int(
-                learner.act(obs[None], None if mask is None else mask[None], False).actions[0]
-            )
-            observation, reward, terminated, truncated, info = env.step(action)
-            next_mask = mask_from_info(info)
-            scalars = learner.observe(
-                TransitionBatch(
-                    observations=obs[None],
-                    actions=np.array([action], dtype=np.int64),
-                    rewards=np.array([reward], dtype=np.float32),
-                    next_observations=flat_observation(observation)[None],
-                    terminated=np.array([terminated]),
-                    truncated=np.array([truncated]),
-                    next_action_masks=None if next_mask is None else next_mask[None],
-                )
-            )
-            step = learner.num_steps
-            episode_return += float(reward)
-            episode_length += 1
-            if terminated or truncated:
-                logger.episode(step, episode_return, episode_length)
-                episode_return, episode_length = 0.0, 0
-                observation, info = env.reset()
-            logger.scalars(step, {**scalars, **learner.extra_scalars()})
-            if step % 1000 == 0 or step == timesteps:
-                logger.advance(step)
-            if options.eval_freq > 0 and step % options.eval_freq == 0:
-                result = run_eval(step)
-                history.append((step, result.mean))
-                logger.evaluation(step, result)
+            before = learner.num_steps
+            step = collector.step(actions)
+            # The next actions are chosen before learning from this step, so on-policy learners
+            # (SARSA) receive the action actually taken at s'.
+            actions = learner.act(step.next_observations, step.next_masks, False).actions
+            scalars = learner.observe(step.transitions(actions))
+            now = learner.num_steps
+            for episode_return, episode_length in step.finished:
+                logger.episode(now, episode_return, episode_length)
+            logger.scalars(now, {**scalars, **learner.extra_scalars()})
+            if before // 1000 != now // 1000 or now >= timesteps:
+                logger.advance(now)
+            if options.eval_freq > 0 and before // options.eval_freq != now // options.eval_freq:
+                step_count = now
+                result = run_eval(step_count)
+                history.append((step_count, result.mean))
+                logger.evaluation(step_count, result)
                 if best is None or result.mean > best.mean:
                     best = result
                     save_checkpoint(learner.state_dict(), checkpoints / "best.safetensors")
@@ -171,7 +154,7 @@ def train(options: RunOptions) -> RunResult:
             logger.evaluation(learner.num_steps, final)
     finally:
         logger.close(learner.num_steps)
-        env.close()
+        collector.close()
     save_checkpoint(learner.state_dict(), checkpoints / "last.safetensors")
     steps_done = learner.num_steps
     exported_eval = final

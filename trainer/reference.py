@@ -33,7 +33,8 @@ class ReferenceCheck:
 
     @property
     def label(self) -> str:
-        return f"{self.algorithm} on {self.env_id}"
+        options = "".join(f" {o}" for o in self.overrides)
+        return f"{self.algorithm}{options} on {self.env_id}"
 
 
 def _gridworld_optimum() -> float:
@@ -50,6 +51,34 @@ CHECKS = (
         475.0,
         eval_freq=5_000,
         source="issue 2; rl-baselines3-zoo DQN CartPole-v1 reaches 500 in 5e4 steps",
+    ),
+    *(
+        ReferenceCheck(
+            "dqn",
+            "CartPole-v1",
+            100_000,
+            475.0,
+            eval_freq=5_000,
+            overrides=(option,),
+            source="issue 3: each DQN option alone on the CartPole preset",
+        )
+        for option in ("double_q=true", "dueling=true", "prioritized_replay=true")
+    ),
+    ReferenceCheck(
+        "dqn",
+        "Acrobot-v1",
+        100_000,
+        -100.0,
+        eval_freq=10_000,
+        source="rl-baselines3-zoo DQN Acrobot-v1: -76.6",
+    ),
+    ReferenceCheck(
+        "dqn",
+        "MountainCar-v0",
+        120_000,
+        -110.0,
+        eval_freq=10_000,
+        source="rl-baselines3-zoo DQN MountainCar-v0: -100.8",
     ),
     ReferenceCheck(
         "qlearning",

@@ -12,7 +12,7 @@ CASES = [(check, seed) for check in CHECKS for seed in check.seeds]
 @pytest.mark.slow
 @pytest.mark.timeout(1800)
 @pytest.mark.parametrize(
-    ("check", "seed"), CASES, ids=[f"{c.algorithm}-{c.env_id}-s{s}" for c, s in CASES]
+    ("check", "seed"), CASES, ids=[f"{c.label}-s{s}".replace(" ", "-") for c, s in CASES]
 )
 def test_reaches_reference(check: ReferenceCheck, seed: int) -> None:
     result = run_check(check, seed)

@@ -65,5 +65,19 @@ def test_algos_lists_every_registered_algorithm() -> None:
         timeout=60,
     )
     assert result.returncode == 0
-    listed = {line.split()[0] for line in result.stdout.splitlines() if line.strip()}
+    lines = result.stdout.splitlines()
+    listed = {line.split()[0] for line in lines if line.strip() and not line.startswith(" ")}
     assert listed == set(registry.names())
+    assert "options: double_q, dueling, prioritized_replay" in result.stdout
+
+
+def test_algos_explains_one_algorithms_hyperparameters() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "agentserve.cli", "algos", "dqn"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0
+    assert "n_step (int, default 1)" in result.stdout
+    assert "Steps summed before bootstrapping." in result.stdout

@@ -27,13 +27,24 @@ def transitions(start: int, count: int, masks: bool = True) -> TransitionBatch:
     )
 
 
+def with_discounts(batch: TransitionBatch) -> tuple[TransitionBatch, np.ndarray]:
+    """1-step transitions: each bootstraps with gamma = 0.99."""
+    return batch, np.full(len(batch.actions), 0.99, dtype=np.float32)
+
+
+def same(a: object, b: object) -> bool:
+    if isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor):
+        return torch.equal(a, b)
+    return bool(np.array_equal(np.asarray(a), np.asarray(b)))
+
+
 def stored_ids(buffer: ReplayBuffer) -> list[int]:
     return [int(v) for v in buffer.observations[: buffer.size, 0]]
 
 
 def test_add_fills_in_order() -> None:
     buffer = ReplayBuffer(5, OBS, ACTIONS)
-    buffer.add(transitions(0, 3))
+    buffer.add(*with_discounts(transitions(0, 3)))
     assert (buffer.position, buffer.size) == (3, 3)
     assert stored_ids(buffer) == [0, 1, 2]
     np.testing.assert_array_equal(buffer.actions[:3], [0, 1, 2])
@@ -46,21 +57,21 @@ def test_add_fills_in_order() -> None:
 
 def test_add_wraps_around_at_capacity() -> None:
     buffer = ReplayBuffer(5, OBS, ACTIONS)
-    buffer.add(transitions(0, 4))
-    buffer.add(transitions(4, 3))  # ids 4, 5, 6: 5 and 6 overwrite slots 0 and 1
+    buffer.add(*with_discounts(transitions(0, 4)))
+    buffer.add(*with_discounts(transitions(4, 3)))  # ids 4, 5, 6: 5 and 6 overwrite slots 0 and 1
     assert (buffer.position, buffer.size) == (2, 5)
     assert stored_ids(buffer) == [5, 6, 2, 3, 4]
     np.testing.assert_array_equal(buffer.actions, [1, 2, 2, 3, 0])
-    buffer.add(transitions(7, 8))  # more than the capacity in one batch
+    buffer.add(*with_discounts(transitions(7, 8)))  # more than the capacity in one batch
     assert (buffer.position, buffer.size) == (0, 5)
     assert stored_ids(buffer) == [10, 11, 12, 13, 14]
 
 
 def test_missing_masks_are_stored_as_all_allowed() -> None:
     buffer = ReplayBuffer(2, OBS, ACTIONS)
-    buffer.add(transitions(0, 2))
+    buffer.add(*with_discounts(transitions(0, 2)))
     assert not buffer.next_action_masks.all()
-    buffer.add(transitions(2, 2, masks=False))  # overwrites both slots
+    buffer.add(*with_discounts(transitions(2, 2, masks=False)))  # overwrites both slots
     assert buffer.next_action_masks.all()
 
 
@@ -68,13 +79,15 @@ def test_observations_are_flattened() -> None:
     buffer = ReplayBuffer(4, 6, 2)
     observations = np.arange(12, dtype=np.float32).reshape(2, 2, 3)
     buffer.add(
-        TransitionBatch(
-            observations=observations,
-            actions=np.array([0, 1]),
-            rewards=np.zeros(2, dtype=np.float32),
-            next_observations=observations + 100,
-            terminated=np.array([False, True]),
-            truncated=np.array([False, False]),
+        *with_discounts(
+            TransitionBatch(
+                observations=observations,
+                actions=np.array([0, 1]),
+                rewards=np.zeros(2, dtype=np.float32),
+                next_observations=observations + 100,
+                terminated=np.array([False, True]),
+                truncated=np.array([False, False]),
+            )
         )
     )
     np.testing.assert_array_equal(buffer.observations[:2], observations.reshape(2, 6))
@@ -83,7 +96,7 @@ def test_observations_are_flattened() -> None:
 
 def test_sample_shapes_and_dtypes() -> None:
     buffer = ReplayBuffer(50, OBS, ACTIONS)
-    buffer.add(transitions(0, 30))
+    buffer.add(*with_discounts(transitions(0, 30)))
     sample = buffer.sample(16, np.random.default_rng(0))
     assert sample.observations.shape == (16, OBS)
     assert sample.observations.dtype == torch.float32
@@ -101,7 +114,7 @@ def test_sample_shapes_and_dtypes() -> None:
 
 def test_sample_draws_only_stored_transitions_and_keeps_them_together() -> None:
     buffer = ReplayBuffer(100, OBS, ACTIONS)
-    buffer.add(transitions(0, 7))
+    buffer.add(*with_discounts(transitions(0, 7)))
     sample = buffer.sample(500, np.random.default_rng(1))
     ids = sample.observations[:, 0].numpy().astype(np.int64)
     assert set(ids.tolist()) == set(range(7))  # 500 draws reach all 7, nothing beyond
@@ -114,11 +127,11 @@ def test_sample_draws_only_stored_transitions_and_keeps_them_together() -> None:
 
 def test_sample_is_reproducible_with_the_same_generator_seed() -> None:
     buffer = ReplayBuffer(20, OBS, ACTIONS)
-    buffer.add(transitions(0, 20))
+    buffer.add(*with_discounts(transitions(0, 20)))
     first = buffer.sample(8, np.random.default_rng(5))
     second = buffer.sample(8, np.random.default_rng(5))
     for a, b in zip(first, second, strict=True):
-        assert torch.equal(a, b)
+        assert same(a, b)
 
 
 def assert_same_buffer(a: ReplayBuffer, b: ReplayBuffer) -> None:
@@ -129,7 +142,7 @@ def assert_same_buffer(a: ReplayBuffer, b: ReplayBuffer) -> None:
 
 def test_state_round_trip_of_a_partly_filled_buffer() -> None:
     original = ReplayBuffer(10, OBS, ACTIONS)
-    original.add(transitions(0, 4))
+    original.add(*with_discounts(transitions(0, 4)))
     tensors = original.state_tensors("replay.")
     assert set(tensors) == {f"replay.{n}" for n in ReplayBuffer._FIELDS} | {"replay.cursor"}
     assert tensors["replay.observations"].shape == (4, OBS)
@@ -140,14 +153,14 @@ def test_state_round_trip_of_a_partly_filled_buffer() -> None:
 
 def test_state_round_trip_after_wrapping_continues_identically() -> None:
     original = ReplayBuffer(6, OBS, ACTIONS)
-    original.add(transitions(0, 9))
+    original.add(*with_discounts(transitions(0, 9)))
     assert (original.position, original.size) == (3, 6)
     restored = ReplayBuffer(6, OBS, ACTIONS)
     restored.load_state_tensors(original.state_tensors("x/"), "x/")
     assert_same_buffer(original, restored)
     # The write cursor survives: the next transitions overwrite the same slots in both.
-    original.add(transitions(9, 2))
-    restored.add(transitions(9, 2))
+    original.add(*with_discounts(transitions(9, 2)))
+    restored.add(*with_discounts(transitions(9, 2)))
     assert_same_buffer(original, restored)
     assert stored_ids(restored) == [6, 7, 8, 9, 10, 5]
     for a, b in zip(
@@ -155,4 +168,14 @@ def test_state_round_trip_after_wrapping_continues_identically() -> None:
         restored.sample(32, np.random.default_rng(2)),
         strict=True,
     ):
-        assert torch.equal(a, b)
+        assert same(a, b)
+
+
+def test_discounts_are_stored_and_sampled() -> None:
+    buffer = ReplayBuffer(10, OBS, ACTIONS)
+    batch = transitions(0, 3)
+    buffer.add(batch, np.array([0.9, 0.81, 0.729], dtype=np.float32))
+    sample = buffer.sample(64, np.random.default_rng(0))
+    ids = sample.observations[:, 0].numpy().astype(np.int64)
+    np.testing.assert_allclose(sample.discounts.numpy(), 0.9 ** (ids + 1), rtol=1e-6)
+    assert torch.equal(sample.weights, torch.ones(64))

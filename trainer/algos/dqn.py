@@ -1,7 +1,13 @@
 """Deep Q-Network (Mnih et al., 2015): experience replay, a target network, epsilon-greedy decay.
 
-Options: Double DQN (van Hasselt et al., 2016) picks the next action with the online network and
-evaluates it with the target network. Targets maximise over the actions allowed at s' only.
+Combinable options:
+- `double_q`: Double DQN (van Hasselt et al., 2016) picks the next action with the online
+  network and evaluates it with the target network;
+- `dueling`: the dueling network (Wang et al., 2016), Q = V + A - mean(A);
+- `prioritized_replay`: proportional prioritized replay (Schaul et al., 2016) with
+  importance-sampling weights whose exponent anneals from `per_beta0` to 1;
+- `n_step`: n-step returns, sum_k gamma^k r_{t+k} + gamma^n max_a Q(s_{t+n}, a).
+Targets maximise over the actions allowed at s' only.
 
 Per step: store the transition; every `train_freq` steps (after `learning_starts`) make
 `gradient_steps` updates on minibatches of the Huber loss; every `target_update_interval` steps
@@ -24,8 +30,9 @@ from agentserve.errors import ConfigError
 from agentserve.spaces import BoxSpec, DiscreteSpec, SpaceSpec
 from trainer.core import masking, schedules
 from trainer.core.checkpoint import load_module_tensors, module_tensors
-from trainer.core.networks import mlp
-from trainer.core.replay import ReplayBuffer
+from trainer.core.networks import q_network
+from trainer.core.nstep import NStepAccumulator
+from trainer.core.replay import PrioritizedReplayBuffer, ReplayBuffer
 from trainer.learner import ActionBatch, BoolArray, FloatArray, Learner, TransitionBatch
 from trainer.registry import register
 
@@ -62,6 +69,18 @@ class DQNConfig:
     """Gradient norm clip."""
     double_q: bool = False
     """Double DQN targets."""
+    dueling: bool = False
+    """Dueling network architecture."""
+    prioritized_replay: bool = False
+    """Proportional prioritized experience replay."""
+    per_alpha: float = 0.6
+    """How much prioritization is used (0 = uniform)."""
+    per_beta0: float = 0.4
+    """Initial importance-sampling exponent, annealed to 1 over the step budget."""
+    per_eps: float = 1e-6
+    """Added to |TD error| so no transition has zero priority."""
+    n_step: int = 1
+    """Steps summed before bootstrapping."""
 
     def validate(self) -> None:
         if self.batch_size < 1 or self.buffer_size < self.batch_size:
@@ -70,6 +89,12 @@ class DQNConfig:
             raise ConfigError("train_freq and target_update_interval must be >= 1")
         if not 0 <= self.exploration_final_eps <= 1 or not 0 <= self.exploration_initial_eps <= 1:
             raise ConfigError("exploration rates must lie in [0, 1]")
+        if self.n_step < 1:
+            raise ConfigError("n_step must be >= 1")
+        if not 0 <= self.per_alpha <= 1 or not 0 <= self.per_beta0 <= 1:
+            raise ConfigError("per_alpha and per_beta0 must lie in [0, 1]")
+        if self.dueling and not self.net_arch:
+            raise ConfigError("a dueling network needs at least one hidden layer in net_arch")
 
 
 class QPolicy(nn.Module):
@@ -101,10 +126,22 @@ class DQN(Learner):
         assert isinstance(action_space, DiscreteSpec)
         self.num_actions = action_space.n
         obs_size = observation_space.flat_size
-        self.q_net = mlp(obs_size, config.net_arch, self.num_actions)
+        self.q_net = q_network(obs_size, config.net_arch, self.num_actions, config.dueling)
         self.target_net = copy.deepcopy(self.q_net).requires_grad_(False)
         self.optimizer = torch.optim.Adam(self.q_net.parameters(), lr=config.learning_rate)
-        self.replay = ReplayBuffer(config.buffer_size, obs_size, self.num_actions)
+        self.replay = (
+            PrioritizedReplayBuffer(
+                config.buffer_size,
+                obs_size,
+                self.num_actions,
+                config.per_alpha,
+                config.per_beta0,
+                config.per_eps,
+            )
+            if config.prioritized_replay
+            else ReplayBuffer(config.buffer_size, obs_size, self.num_actions)
+        )
+        self.n_step = NStepAccumulator(config.n_step, config.gamma)
 
     @classmethod
     def check_spaces(cls, observation_space: SpaceSpec, action_space: SpaceSpec) -> None:
@@ -142,11 +179,15 @@ class DQN(Learner):
     def observe(self, batch: TransitionBatch) -> dict[str, float]:
         c = self.config
         before = self.num_steps
-        self.replay.add(batch)
+        ready = self.n_step.push(batch)
+        if ready is not None:
+            self.replay.add(*ready)
         self.num_steps += len(batch.actions)
         scalars: dict[str, float] = {}
-        if self.num_steps >= c.learning_starts and before // c.train_freq != (
-            self.num_steps // c.train_freq
+        if (
+            self.num_steps >= c.learning_starts
+            and self.replay.size > 0
+            and before // c.train_freq != self.num_steps // c.train_freq
         ):
             losses = [self._gradient_step() for _ in range(c.gradient_steps)]
             if losses:
@@ -157,7 +198,8 @@ class DQN(Learner):
 
     def _gradient_step(self) -> float:
         c = self.config
-        sample = self.replay.sample(c.batch_size, self.rng)
+        progress = min(1.0, self.num_steps / max(c.total_timesteps, 1))
+        sample = self.replay.sample(c.batch_size, self.rng, progress)
         with torch.no_grad():
             next_target_q = self.target_net(sample.next_observations)
             next_actions = masking.masked_argmax_torch(
@@ -165,9 +207,11 @@ class DQN(Learner):
                 sample.next_action_masks,
             ).unsqueeze(1)
             next_q = next_target_q.gather(1, next_actions).squeeze(1)
-            targets = sample.rewards + c.gamma * next_q * (~sample.terminated).float()
+            targets = sample.rewards + sample.discounts * next_q * (~sample.terminated).float()
         q_taken = self.q_net(sample.observations).gather(1, sample.actions.unsqueeze(1)).squeeze(1)
-        loss = F.smooth_l1_loss(q_taken, targets)
+        losses = F.smooth_l1_loss(q_taken, targets, reduction="none")
+        loss = (losses * sample.weights).mean()
+        self.replay.update_priorities(sample.indices, (q_taken - targets).detach().numpy())
         self.optimizer.zero_grad()
         loss.backward()  # type: ignore[no-untyped-call]
         nn.utils.clip_grad_norm_(self.q_net.parameters(), c.max_grad_norm)
@@ -187,6 +231,7 @@ class DQN(Learner):
             **module_tensors(self.target_net, "target_net."),
             **module_tensors(self.optimizer, "optimizer."),
             **self.replay.state_tensors("replay."),
+            **self.n_step.state_tensors("nstep."),
         }
 
     def _load_state_tensors(self, tensors: dict[str, npt.NDArray[Any]]) -> None:
@@ -194,3 +239,4 @@ class DQN(Learner):
         load_module_tensors(self.target_net, tensors, "target_net.")
         load_module_tensors(self.optimizer, tensors, "optimizer.")
         self.replay.load_state_tensors(tensors, "replay.")
+        self.n_step.load_state_tensors(tensors, "nstep.")

@@ -2,12 +2,17 @@
 
 Resolution order (later wins): the config dataclass's defaults, the preset's `default` section,
 the preset's section for the env id, then command-line overrides. A preset section may also give
-`timesteps` (the default budget) and `env_kwargs` (passed to `gymnasium.make`).
+`timesteps` (the default budget), `env_kwargs` (passed to `gymnasium.make`) and `n_envs` (copies
+of the env stepped in lockstep).
 """
 
 from __future__ import annotations
 
+import ast
 import dataclasses
+import inspect
+import itertools
+import textwrap
 import types
 import typing
 from dataclasses import dataclass, field
@@ -18,7 +23,7 @@ import yaml
 
 from agentserve.errors import ConfigError
 
-RESERVED = ("timesteps", "env_kwargs")
+RESERVED = ("timesteps", "env_kwargs", "n_envs")
 
 
 @dataclass
@@ -28,6 +33,8 @@ class TrainSpec:
     config: Any
     timesteps: int | None = None
     env_kwargs: dict[str, Any] = field(default_factory=dict)
+    n_envs: int = 1
+    """Copies of the env stepped in lockstep by the offline loop."""
 
 
 def load_preset(algorithm: str) -> dict[str, Any]:
@@ -128,6 +135,9 @@ def resolve(
     timesteps = merged.pop("timesteps", None)
     if timesteps is not None:
         timesteps = _coerce("timesteps", int, timesteps)
+    n_envs = _coerce("n_envs", int, merged.pop("n_envs", 1))
+    if n_envs < 1:
+        raise ConfigError("n_envs must be >= 1")
     env_kwargs = merged.pop("env_kwargs", None) or {}
     if not isinstance(env_kwargs, dict):
         raise ConfigError("env_kwargs must be a mapping")
@@ -135,8 +145,51 @@ def resolve(
         config=build_config(config_class, merged),
         timesteps=timesteps,
         env_kwargs=env_kwargs,
+        n_envs=n_envs,
     )
 
 
 def config_to_json(config: Any) -> dict[str, Any]:
     return dataclasses.asdict(config)
+
+
+@dataclass(frozen=True)
+class FieldDoc:
+    name: str
+    type_name: str
+    default: Any
+    doc: str
+
+
+def describe(config_class: type[Any]) -> list[FieldDoc]:
+    """Every hyperparameter with its type, default and the docstring written under it."""
+    docs: dict[str, str] = {}
+    try:
+        tree = ast.parse(textwrap.dedent(inspect.getsource(config_class)))
+    except (OSError, TypeError):
+        tree = None
+    if tree is not None:
+        body = tree.body[0].body if isinstance(tree.body[0], ast.ClassDef) else []
+        for field_node, doc_node in itertools.pairwise(body):
+            if (
+                isinstance(field_node, ast.AnnAssign)
+                and isinstance(field_node.target, ast.Name)
+                and isinstance(doc_node, ast.Expr)
+                and isinstance(doc_node.value, ast.Constant)
+                and isinstance(doc_node.value.value, str)
+            ):
+                docs[field_node.target.id] = " ".join(doc_node.value.value.split())
+    hints = typing.get_type_hints(config_class)
+    out = []
+    for f in dataclasses.fields(config_class):
+        if f.default is not dataclasses.MISSING:
+            default: Any = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            default = f.default_factory()
+        else:
+            default = None
+        hint = hints[f.name]
+        out.append(
+            FieldDoc(f.name, getattr(hint, "__name__", str(hint)), default, docs.get(f.name, ""))
+        )
+    return out

@@ -1,4 +1,5 @@
-"""A uniform replay buffer over fixed-size numpy arrays (circular)."""
+"""Replay buffers over fixed-size numpy arrays (circular): uniform, and prioritized
+(Schaul et al., 2016: proportional variant over a sum tree, importance-sampling weights)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
+from trainer.core.sum_tree import SumTree
 from trainer.learner import TransitionBatch
 
 
@@ -15,9 +17,15 @@ class ReplaySample(NamedTuple):
     observations: torch.Tensor
     actions: torch.Tensor
     rewards: torch.Tensor
+    """Sum of the (n-step) discounted rewards."""
     next_observations: torch.Tensor
     terminated: torch.Tensor
     next_action_masks: torch.Tensor
+    discounts: torch.Tensor
+    """gamma ** (steps to next_observations): the factor of the bootstrapped value."""
+    weights: torch.Tensor
+    """Importance-sampling weights (all 1 for uniform replay)."""
+    indices: npt.NDArray[np.int64]
 
 
 class ReplayBuffer:
@@ -32,24 +40,39 @@ class ReplayBuffer:
         self.rewards = np.zeros(capacity, dtype=np.float32)
         self.terminated = np.zeros(capacity, dtype=np.bool_)
         self.next_action_masks = np.ones((capacity, num_actions), dtype=np.bool_)
+        self.discounts = np.zeros(capacity, dtype=np.float32)
         self.position = 0
         self.size = 0
 
-    def add(self, batch: TransitionBatch) -> None:
-        for i in range(len(batch.actions)):
-            p = self.position
-            self.observations[p] = batch.observations[i].reshape(-1)
-            self.next_observations[p] = batch.next_observations[i].reshape(-1)
-            self.actions[p] = batch.actions[i]
-            self.rewards[p] = batch.rewards[i]
-            self.terminated[p] = batch.terminated[i]
-            masks = batch.next_action_masks
-            self.next_action_masks[p] = True if masks is None else masks[i]
-            self.position = (p + 1) % self.capacity
-            self.size = min(self.size + 1, self.capacity)
+    def add(self, batch: TransitionBatch, discounts: npt.NDArray[np.float32]) -> None:
+        count = len(batch.actions)
+        slots = (self.position + np.arange(count)) % self.capacity
+        self.observations[slots] = batch.observations.reshape(count, -1)
+        self.next_observations[slots] = batch.next_observations.reshape(count, -1)
+        self.actions[slots] = batch.actions
+        self.rewards[slots] = batch.rewards
+        self.terminated[slots] = batch.terminated
+        masks = batch.next_action_masks
+        self.next_action_masks[slots] = True if masks is None else masks
+        self.discounts[slots] = discounts
+        self._on_add(slots)
+        self.position = int((self.position + count) % self.capacity)
+        self.size = min(self.size + count, self.capacity)
 
-    def sample(self, batch_size: int, rng: np.random.Generator) -> ReplaySample:
-        idx = rng.integers(self.size, size=batch_size)
+    def _on_add(self, slots: npt.NDArray[np.int64]) -> None:
+        """Hook for subclasses that keep per-slot state."""
+
+    def _draw(
+        self, batch_size: int, rng: np.random.Generator, progress: float
+    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
+        return rng.integers(self.size, size=batch_size), np.ones(batch_size, dtype=np.float32)
+
+    def sample(
+        self, batch_size: int, rng: np.random.Generator, progress: float = 0.0
+    ) -> ReplaySample:
+        """`progress` in [0, 1] is the fraction of training done (prioritized replay anneals its
+        importance-sampling exponent with it)."""
+        idx, weights = self._draw(batch_size, rng, progress)
         return ReplaySample(
             torch.from_numpy(self.observations[idx]),
             torch.from_numpy(self.actions[idx]),
@@ -57,15 +80,22 @@ class ReplayBuffer:
             torch.from_numpy(self.next_observations[idx]),
             torch.from_numpy(self.terminated[idx]),
             torch.from_numpy(self.next_action_masks[idx]),
+            torch.from_numpy(self.discounts[idx]),
+            torch.from_numpy(weights),
+            idx,
         )
 
-    _FIELDS = (
+    def update_priorities(self, indices: npt.NDArray[np.int64], errors: npt.NDArray[Any]) -> None:
+        """Uniform replay ignores priorities."""
+
+    _FIELDS: tuple[str, ...] = (
         "observations",
         "next_observations",
         "actions",
         "rewards",
         "terminated",
         "next_action_masks",
+        "discounts",
     )
 
     def state_tensors(self, prefix: str) -> dict[str, npt.NDArray[Any]]:
@@ -79,3 +109,55 @@ class ReplayBuffer:
         self.position, self.size = (int(v) for v in tensors[f"{prefix}cursor"])
         for name in self._FIELDS:
             getattr(self, name)[: self.size] = tensors[f"{prefix}{name}"]
+
+
+class PrioritizedReplayBuffer(ReplayBuffer):
+    """Samples transition i with probability p_i^alpha / sum_k p_k^alpha, p_i = |TD error| + eps;
+    new transitions get the highest priority seen. Importance weights (N * P(i))^-beta, divided
+    by their batch maximum, correct the bias; beta anneals from `beta0` to 1 over training."""
+
+    def __init__(
+        self,
+        capacity: int,
+        observation_size: int,
+        num_actions: int,
+        alpha: float = 0.6,
+        beta0: float = 0.4,
+        eps: float = 1e-6,
+    ) -> None:
+        super().__init__(capacity, observation_size, num_actions)
+        self.alpha, self.beta0, self.eps = alpha, beta0, eps
+        self.tree = SumTree(capacity)
+        self.max_priority = 1.0
+
+    def _on_add(self, slots: npt.NDArray[np.int64]) -> None:
+        self.tree.set(slots, np.full(len(slots), self.max_priority**self.alpha))
+
+    def _draw(
+        self, batch_size: int, rng: np.random.Generator, progress: float
+    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
+        total = self.tree.total
+        # Stratified: one draw from each of batch_size equal slices of the priority mass.
+        bounds = (np.arange(batch_size) + rng.random(batch_size)) * (total / batch_size)
+        idx = np.minimum(self.tree.find(bounds), self.size - 1)
+        probabilities = self.tree.get(idx) / total
+        beta = self.beta0 + min(1.0, max(0.0, progress)) * (1.0 - self.beta0)
+        weights = (self.size * np.maximum(probabilities, 1e-12)) ** -beta
+        return idx, (weights / weights.max()).astype(np.float32)
+
+    def update_priorities(self, indices: npt.NDArray[np.int64], errors: npt.NDArray[Any]) -> None:
+        priorities = np.abs(np.asarray(errors, dtype=np.float64)) + self.eps
+        self.max_priority = max(self.max_priority, float(priorities.max()))
+        self.tree.set(indices, priorities**self.alpha)
+
+    def state_tensors(self, prefix: str) -> dict[str, npt.NDArray[Any]]:
+        tensors = super().state_tensors(prefix)
+        tensors[f"{prefix}priorities"] = self.tree.get(np.arange(self.size)).copy()
+        tensors[f"{prefix}max_priority"] = np.array([self.max_priority])
+        return tensors
+
+    def load_state_tensors(self, tensors: dict[str, npt.NDArray[Any]], prefix: str) -> None:
+        super().load_state_tensors(tensors, prefix)
+        self.tree = SumTree(self.capacity)
+        self.tree.set(np.arange(self.size), tensors[f"{prefix}priorities"])
+        self.max_priority = float(tensors[f"{prefix}max_priority"][0])

@@ -1,0 +1,135 @@
+"""Steps n copies of an env in lockstep and turns each step into a `TransitionBatch`.
+
+Gymnasium's vector env runs with same-step autoreset: an env whose episode ends is reset inside
+the same `step`, its returned observation is the new episode's first one, and the true last
+observation comes in `info["final_obs"]`. The collector puts the true last observation (and its
+action mask) into the transition, so targets bootstrap from where the episode really was, and
+hands the reset observation to the learner for its next action.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+from agentserve.errors import ConfigError
+from trainer.envs import make_env
+from trainer.learner import BoolArray, FloatArray, IntArray, TransitionBatch
+
+
+def _flat(observations: Any, count: int) -> FloatArray:
+    return np.asarray(observations, dtype=np.float32).reshape(count, -1)
+
+
+def _masks(info: dict[str, Any], count: int, num_actions: int | None) -> BoolArray | None:
+    """`info["action_mask"]` of a vector env as [n, A] bool; envs without one allow all."""
+    if "action_mask" not in info or num_actions is None:
+        return None
+    masks = np.ones((count, num_actions), dtype=np.bool_)
+    present = np.asarray(info.get("_action_mask", np.ones(count, dtype=np.bool_)), dtype=np.bool_)
+    for i in np.flatnonzero(present):
+        masks[i] = np.asarray(info["action_mask"][i]).astype(np.bool_).reshape(-1)
+    return masks
+
+
+@dataclass(frozen=True)
+class Step:
+    """One lockstep step: what the learner observes, and where each env now is."""
+
+    observations: FloatArray
+    actions: IntArray
+    rewards: FloatArray
+    final_observations: FloatArray
+    """s' of each transition: the true last observation where an episode ended."""
+    final_masks: BoolArray | None
+    terminated: BoolArray
+    truncated: BoolArray
+    next_observations: FloatArray
+    """Where each env is now (a new episode's first observation where one ended)."""
+    next_masks: BoolArray | None
+    finished: tuple[tuple[float, int], ...]
+    """(return, length) of every episode that ended in this step."""
+
+    def transitions(self, next_actions: IntArray) -> TransitionBatch:
+        """The transitions, with the action the learner chose at s' (-1 where s' ended it)."""
+        done = self.terminated | self.truncated
+        return TransitionBatch(
+            observations=self.observations,
+            actions=self.actions,
+            rewards=self.rewards,
+            next_observations=self.final_observations,
+            terminated=self.terminated,
+            truncated=self.truncated,
+            next_action_masks=self.final_masks,
+            next_actions=np.where(done, -1, next_actions).astype(np.int64),
+        )
+
+
+class Collector:
+    def __init__(self, env_id: str, n_envs: int, env_kwargs: dict[str, Any], seed: int) -> None:
+        if n_envs < 1:
+            raise ConfigError("n_envs must be >= 1")
+        make_env(env_id, **env_kwargs).close()  # a clear error for bad ids or arguments
+        self.envs = gym.make_vec(
+            env_id,
+            num_envs=n_envs,
+            vectorization_mode="sync",
+            vector_kwargs={"autoreset_mode": gym.vector.AutoresetMode.SAME_STEP},
+            **env_kwargs,
+        )
+        self.n = n_envs
+        self.seed = seed
+        action_space = self.envs.single_action_space
+        self.num_actions = int(action_space.n) if hasattr(action_space, "n") else None
+        self._returns = np.zeros(n_envs)
+        self._lengths = np.zeros(n_envs, dtype=np.int64)
+        self._observations: FloatArray = np.zeros((n_envs, 0), dtype=np.float32)
+
+    def reset(self) -> tuple[FloatArray, BoolArray | None]:
+        observations, info = self.envs.reset(seed=self.seed)
+        self.envs.action_space.seed(self.seed)
+        self._observations = _flat(observations, self.n)
+        return self._observations, _masks(info, self.n, self.num_actions)
+
+    def step(self, actions: IntArray) -> Step:
+        observations, rewards, terminated, truncated, info = self.envs.step(actions)
+        next_observations = _flat(observations, self.n)
+        next_masks = _masks(info, self.n, self.num_actions)
+        final_observations = next_observations.copy()
+        final_masks = None if next_masks is None else next_masks.copy()
+        done = np.asarray(terminated, dtype=np.bool_) | np.asarray(truncated, dtype=np.bool_)
+        if done.any():
+            for i in np.flatnonzero(done):
+                final_observations[i] = np.asarray(info["final_obs"][i], np.float32).reshape(-1)
+            final_info = info.get("final_info", {})
+            last_masks = _masks(final_info, self.n, self.num_actions)
+            if final_masks is not None and last_masks is not None:
+                final_masks[done] = last_masks[done]
+        rewards = np.asarray(rewards, dtype=np.float32)
+        self._returns += rewards
+        self._lengths += 1
+        finished = tuple(
+            (float(self._returns[i]), int(self._lengths[i])) for i in np.flatnonzero(done)
+        )
+        self._returns[done] = 0.0
+        self._lengths[done] = 0
+        step = Step(
+            observations=self._observations,
+            actions=np.asarray(actions, dtype=np.int64),
+            rewards=rewards,
+            final_observations=final_observations,
+            final_masks=final_masks,
+            terminated=np.asarray(terminated, dtype=np.bool_),
+            truncated=np.asarray(truncated, dtype=np.bool_),
+            next_observations=next_observations,
+            next_masks=next_masks,
+            finished=finished,
+        )
+        self._observations = next_observations
+        return step
+
+    def close(self) -> None:
+        self.envs.close()
