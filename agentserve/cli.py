@@ -45,6 +45,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             eval_episodes=args.eval_episodes,
             progress=not args.no_progress,
             resume=args.resume,
+            threads=args.threads,
         )
     )
     print(
@@ -94,7 +95,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         flags = [] if mask is None else mask.tolist()
         return policy.decide(observation.tolist(), flags, True, rng).action
 
-    result = evaluate(act, env_id, args.episodes, seed=args.seed)
+    # On the env it was trained on, with the arguments it was trained with (e.g. a bandit's
+    # fixed problem); another env id gets its defaults.
+    trained_kwargs = policy.manifest.training.get("env_kwargs")
+    same_env = env_id == policy.manifest.env_id and isinstance(trained_kwargs, dict)
+    env_kwargs = trained_kwargs if same_env else None
+    result = evaluate(act, env_id, args.episodes, seed=args.seed, env_kwargs=env_kwargs)
     label = f"{policy.name}/{policy.version}"
     print(f"{label} on {env_id} ({policy.runtime.name} runtime), {args.episodes} episodes:")
     print(f"  returns {', '.join(f'{r:g}' for r in result.returns)}")
@@ -200,6 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-episodes", type=_non_negative, default=10)
     p.add_argument("--resume", type=Path, help="continue from a checkpoint .safetensors file")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--threads", type=_positive, default=1, help="torch threads (default 1)")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("evaluate", help="run deterministic episodes of an exported policy")
