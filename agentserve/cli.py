@@ -177,6 +177,20 @@ def cmd_algos(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_benchmark(args: argparse.Namespace) -> int:
+    try:
+        import stable_baselines3  # noqa: F401
+    except ImportError:
+        raise ConfigError(
+            "the comparison needs Stable-Baselines3: install the extra, e.g. "
+            "scripts/install.sh .venv dev,sb3 (or `make bench-sb3`)"
+        ) from None
+    from trainer.speed import run
+
+    print(run(args.seeds, args.out))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="agentserve", description="Train RL agents offline and serve them live over gRPC."
@@ -246,6 +260,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model-repo", type=Path, help="default: the bundled repository")
     p.add_argument("--episodes", type=_positive, default=5)
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("benchmark", help="training speed side by side with Stable-Baselines3")
+    p.add_argument("--seeds", type=_positive, default=3)
+    p.add_argument("--out", type=Path, default=Path("docs"), help="folder for speed-vs-sb3.md")
+    p.set_defaults(func=cmd_benchmark)
 
     p = sub.add_parser("algos", help="list the registered algorithms and their options")
     p.add_argument("algorithm", nargs="?", help="show one algorithm's hyperparameters")

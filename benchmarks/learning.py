@@ -65,7 +65,7 @@ def main() -> int:
             f"| {sum(r.passed for r in mine)}/{len(mine)} |"
         )
         for r in mine:
-            steps, means = zip(*r.run.evaluations, strict=True)
+            steps, means, _ = zip(*r.run.evaluations, strict=True)
             axis.plot(steps, means, label=f"seed {r.seed}")
         axis.axhline(
             check.bar if check.metric == "mean_return" else float("nan"), ls="--", c="gray"

@@ -24,6 +24,9 @@ import torch
 from agentserve.errors import ConfigError
 from agentserve.spaces import SpaceSpec
 
+LEARNER_RNG_STREAM = 0x1EA4
+"""Mixed into every learner's seed (see `Learner.__init__`)."""
+
 FloatArray = npt.NDArray[np.float32]
 IntArray = npt.NDArray[np.int64]
 BoolArray = npt.NDArray[np.bool_]
@@ -72,7 +75,7 @@ class Learner(ABC):
     algorithm: ClassVar[str]
     """Registered name, e.g. "dqn"."""
     distribution: ClassVar[str]
-    """How the served policy's probabilities arise: "epsilon_greedy" or "softmax"."""
+    """How the served policy's probabilities arise: one of agentserve.manifest.DISTRIBUTIONS."""
     config_class: ClassVar[type[Any]]
     runtimes: ClassVar[tuple[str, ...]] = ("onnx",)
     """Runtimes able to serve the exported policy, preferred first."""
@@ -91,7 +94,9 @@ class Learner(ABC):
         """Environment steps observed so far."""
         self.num_updates = 0
         """Learning updates made so far."""
-        self.rng = np.random.default_rng(seed)
+        # A stream of its own: `default_rng(seed)` is also what Gymnasium seeds an env with, and
+        # a learner drawing the env's numbers explores in lockstep with the env's noise.
+        self.rng = np.random.default_rng([seed, LEARNER_RNG_STREAM])
         torch.manual_seed(seed)
 
     @classmethod

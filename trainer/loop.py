@@ -45,6 +45,8 @@ class RunOptions:
     """Steps between evaluations (0 = only at the end)."""
     eval_episodes: int = 10
     progress: bool = True
+    target_return: float | None = None
+    """Stop as soon as an evaluation's mean return reaches this (time-to-threshold runs)."""
     threads: int = 1
     """torch intra-op threads. Small policy networks train fastest on one thread, and several
     runs side by side do not fight over cores."""
@@ -60,8 +62,12 @@ class RunResult:
     wall_seconds: float
     final_eval: EvalResult | None
     best_eval: EvalResult | None
-    evaluations: tuple[tuple[int, float], ...] = ()
-    """(step, mean evaluation return) of every evaluation, in order."""
+    evaluations: tuple[tuple[int, float, float], ...] = ()
+    """(step, mean evaluation return, training seconds so far) of every evaluation, in order;
+    training seconds exclude the time spent evaluating and writing checkpoints."""
+    reached_target: bool = False
+    train_seconds: float = 0.0
+    """Wall-clock of the training itself: evaluations and checkpoints excluded."""
 
 
 def _greedy(learner: Learner) -> Any:
@@ -124,14 +130,16 @@ def train(options: RunOptions) -> RunResult:
     logger.advance(learner.num_steps)
     checkpoints = run_dir / "checkpoints"
     best: EvalResult | None = None
-    history: list[tuple[int, float]] = []
+    history: list[tuple[int, float, float]] = []
     started = time.monotonic()
+    overhead = 0.0
+    reached = False
     torch.manual_seed(options.seed)
     torch.set_num_threads(max(1, options.threads))
     observations, masks = collector.reset()
     actions = learner.act(observations, masks, False).actions
     try:
-        while learner.num_steps < timesteps:
+        while learner.num_steps < timesteps and not reached:
             before = learner.num_steps
             step = collector.step(actions)
             # The next actions are chosen before learning from this step, so on-policy learners
@@ -145,16 +153,19 @@ def train(options: RunOptions) -> RunResult:
             if before // 1000 != now // 1000 or now >= timesteps:
                 logger.advance(now)
             if options.eval_freq > 0 and before // options.eval_freq != now // options.eval_freq:
-                step_count = now
-                result = run_eval(step_count)
-                history.append((step_count, result.mean))
-                logger.evaluation(step_count, result)
+                paused = time.monotonic()
+                result = run_eval(now)
+                history.append((now, result.mean, paused - started - overhead))
+                logger.evaluation(now, result)
                 if best is None or result.mean > best.mean:
                     best = result
                     save_checkpoint(learner.state_dict(), checkpoints / "best.safetensors")
-        final = run_eval(timesteps) if options.eval_episodes > 0 else None
+                reached = options.target_return is not None and result.mean >= options.target_return
+                overhead += time.monotonic() - paused
+        train_seconds = time.monotonic() - started - overhead
+        final = run_eval(timesteps) if options.eval_episodes > 0 and not reached else None
         if final is not None:
-            history.append((learner.num_steps, final.mean))
+            history.append((learner.num_steps, final.mean, train_seconds))
             logger.evaluation(learner.num_steps, final)
     finally:
         logger.close(learner.num_steps)
@@ -177,4 +188,6 @@ def train(options: RunOptions) -> RunResult:
             "evaluation": None if exported_eval is None else exported_eval.to_json(),
         }
         artifact = export_artifact(learner, options.out_repo, name, options.env_id, training)
-    return RunResult(run_dir, artifact, steps_done, wall, final, best, tuple(history))
+    return RunResult(
+        run_dir, artifact, steps_done, wall, final, best, tuple(history), reached, train_seconds
+    )

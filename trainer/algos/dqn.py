@@ -20,7 +20,6 @@ import copy
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 import numpy.typing as npt
 import torch
 import torch.nn.functional as F
@@ -32,7 +31,7 @@ from trainer.core import masking, schedules
 from trainer.core.checkpoint import load_module_tensors, module_tensors
 from trainer.core.networks import q_network
 from trainer.core.nstep import NStepAccumulator
-from trainer.core.replay import PrioritizedReplayBuffer, ReplayBuffer
+from trainer.core.replay import PrioritizedReplayBuffer, ReplayBuffer, ReplaySample
 from trainer.learner import ActionBatch, BoolArray, FloatArray, Learner, TransitionBatch
 from trainer.registry import register
 
@@ -128,7 +127,9 @@ class DQN(Learner):
         obs_size = observation_space.flat_size
         self.q_net = q_network(obs_size, config.net_arch, self.num_actions, config.dueling)
         self.target_net = copy.deepcopy(self.q_net).requires_grad_(False)
-        self.optimizer = torch.optim.Adam(self.q_net.parameters(), lr=config.learning_rate)
+        self.optimizer = torch.optim.Adam(
+            self.q_net.parameters(), lr=config.learning_rate, fused=True
+        )
         self.replay = (
             PrioritizedReplayBuffer(
                 config.buffer_size,
@@ -187,37 +188,61 @@ class DQN(Learner):
         if (
             self.num_steps >= c.learning_starts
             and self.replay.size > 0
+            and c.gradient_steps > 0
             and before // c.train_freq != self.num_steps // c.train_freq
         ):
-            losses = [self._gradient_step() for _ in range(c.gradient_steps)]
-            if losses:
-                scalars["train/loss"] = float(np.mean(losses))
+            scalars["train/loss"] = self._train_phase(c.gradient_steps)
         if before // c.target_update_interval != self.num_steps // c.target_update_interval:
             self.target_net.load_state_dict(self.q_net.state_dict())
         return scalars
 
-    def _gradient_step(self) -> float:
+    def _train_phase(self, count: int) -> float:
+        """`count` gradient steps; returns their mean loss. The target network is fixed during a
+        phase, so with uniform replay and plain targets the minibatches are drawn and their
+        targets computed in one pass; Double DQN targets and prioritized sampling depend on the
+        previous step and are computed step by step."""
         c = self.config
         progress = min(1.0, self.num_steps / max(c.total_timesteps, 1))
-        sample = self.replay.sample(c.batch_size, self.rng, progress)
+        batched = not c.double_q and not c.prioritized_replay
+        if batched:
+            drawn = self.replay.sample(c.batch_size * count, self.rng, progress)
+            all_targets = self._targets(drawn)
+        losses = []
+        for k in range(count):
+            if batched:
+                rows = slice(k * c.batch_size, (k + 1) * c.batch_size)
+                sample = drawn._replace(**{f: getattr(drawn, f)[rows] for f in drawn._fields})
+                targets = all_targets[rows]
+            else:
+                sample = self.replay.sample(c.batch_size, self.rng, progress)
+                targets = self._targets(sample)
+            losses.append(self._gradient_step(sample, targets))
+        return float(torch.stack(losses).mean())
+
+    def _targets(self, sample: ReplaySample) -> torch.Tensor:
         with torch.no_grad():
             next_target_q = self.target_net(sample.next_observations)
             next_actions = masking.masked_argmax_torch(
-                self.q_net(sample.next_observations) if c.double_q else next_target_q,
+                self.q_net(sample.next_observations) if self.config.double_q else next_target_q,
                 sample.next_action_masks,
             ).unsqueeze(1)
             next_q = next_target_q.gather(1, next_actions).squeeze(1)
-            targets = sample.rewards + sample.discounts * next_q * (~sample.terminated).float()
+            bootstrap = sample.discounts * next_q * (~sample.terminated).float()
+            targets: torch.Tensor = sample.rewards + bootstrap
+            return targets
+
+    def _gradient_step(self, sample: ReplaySample, targets: torch.Tensor) -> torch.Tensor:
         q_taken = self.q_net(sample.observations).gather(1, sample.actions.unsqueeze(1)).squeeze(1)
         losses = F.smooth_l1_loss(q_taken, targets, reduction="none")
         loss = (losses * sample.weights).mean()
-        self.replay.update_priorities(sample.indices, (q_taken - targets).detach().numpy())
-        self.optimizer.zero_grad()
+        if self.config.prioritized_replay:
+            self.replay.update_priorities(sample.indices, (q_taken - targets).detach().numpy())
+        self.optimizer.zero_grad(set_to_none=True)
         loss.backward()  # type: ignore[no-untyped-call]
-        nn.utils.clip_grad_norm_(self.q_net.parameters(), c.max_grad_norm)
+        nn.utils.clip_grad_norm_(self.q_net.parameters(), self.config.max_grad_norm, foreach=True)
         self.optimizer.step()
         self.num_updates += 1
-        return float(loss.item())
+        return loss.detach()
 
     def extra_scalars(self) -> dict[str, float]:
         return {"rollout/exploration_rate": self.epsilon}
