@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 INSTALL := scripts/install.sh $(VENV) dev
 
-.PHONY: install run test check lint typecheck proto proto-check learning bench-learning bundle clean
+.PHONY: install run test check lint typecheck proto proto-check learning bench-learning bench-cliff bench-bandits bundle clean bench-sb3
 
 install:
 	@$(INSTALL)
@@ -40,6 +40,19 @@ learning: install
 ## Run every reference learning check over its seeds; writes docs/learning-results.md + PNG.
 bench-learning: install
 	$(PY) benchmarks/learning.py
+
+## SARSA against Q-learning on the cliff walk (Sutton & Barto Example 6.6); writes docs/cliff-walking.md + PNG.
+bench-cliff: install
+	$(PY) benchmarks/cliff_walking.py
+
+## Bandits on the 10-armed testbed (Sutton & Barto figures 2.2, 2.4); writes docs/bandits.md + PNGs.
+bench-bandits: install
+	$(PY) benchmarks/bandits.py
+
+## Training speed side by side with Stable-Baselines3; writes docs/speed-vs-sb3.md.
+bench-sb3:
+	@scripts/install.sh $(VENV) dev,sb3
+	$(VENV)/bin/agentserve benchmark --seeds 3
 
 ## Retrain the bundled default model repository (service/default_models).
 bundle: install

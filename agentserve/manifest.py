@@ -36,7 +36,11 @@ ONNX_OUTPUT_PROBABILITIES = "probabilities"
 ONNX_OUTPUT_VALUES = "values"
 
 # How `probabilities` arise from the network's scores; written so readers know what they serve.
-DISTRIBUTIONS = ("epsilon_greedy", "softmax")
+# `greedy`: one-hot on the greedy action (UCB1, LinUCB); `thompson`: the posterior probability
+# that each allowed action is the best one (Thompson sampling).
+DISTRIBUTIONS = ("epsilon_greedy", "softmax", "greedy", "thompson")
+# Distributions whose `values` output holds the algorithm's value estimates (served to clients).
+VALUE_DISTRIBUTIONS = ("epsilon_greedy", "greedy", "thompson")
 
 _NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 
@@ -62,7 +66,8 @@ class Manifest:
     observation_space: SpaceSpec
     action_space: SpaceSpec
     distribution: str
-    """`epsilon_greedy` (value-based: argmax with prob 1-eps) or `softmax` (policy logits)."""
+    """`epsilon_greedy` (value-based: argmax with prob 1-eps), `softmax` (policy logits),
+    `greedy` (one-hot on the greedy action) or `thompson` (P(action is the best allowed one))."""
     epsilon: float = 0.0
     """Exploration rate of the served stochastic policy (value-based algorithms only)."""
     runtimes: tuple[str, ...] = ("onnx",)

@@ -9,7 +9,7 @@ import numpy as np
 import numpy.typing as npt
 
 from agentserve.errors import ManifestError
-from agentserve.manifest import Artifact, Manifest
+from agentserve.manifest import VALUE_DISTRIBUTIONS, Artifact, Manifest
 from agentserve.spaces import DiscreteSpec
 from service import masking
 from service.errors import InvalidArgument
@@ -41,7 +41,7 @@ class ServedPolicy:
             else (1, *manifest.observation_space.shape)
         )
         self.runtime: Runtime = load_runtime(artifact, runtime)
-        self.has_q_values = manifest.distribution == "epsilon_greedy"
+        self.has_q_values = manifest.distribution in VALUE_DISTRIBUTIONS
         self.warm_up()
 
     @property

@@ -99,6 +99,66 @@ CHECKS = (
         eval_episodes=1_000,
         source="issue 2 (optimal policy: ~0.74-0.82 success)",
     ),
+    ReferenceCheck(
+        "sarsa",
+        "agentserve/GridWorld-v0",
+        20_000,
+        _gridworld_optimum(),
+        eval_freq=2_000,
+        source="optimal return by dynamic programming",
+    ),
+    *(
+        ReferenceCheck(
+            algorithm,
+            "CliffWalking-v1",
+            50_000,
+            -13.0,
+            eval_freq=5_000,
+            source="SARSA issue: the optimal path along the cliff (13 steps), decaying epsilon",
+        )
+        for algorithm in ("qlearning", "sarsa", "expected_sarsa")
+    ),
+    ReferenceCheck(
+        "qlearning",
+        "Taxi-v4",
+        200_000,
+        7.5,
+        eval_freq=10_000,
+        source="SARSA issue (Taxi's optimum is about 8 per episode; gymnasium 1.4 ships v4)",
+    ),
+    ReferenceCheck(
+        "reinforce",
+        "CartPole-v1",
+        500_000,
+        450.0,
+        eval_freq=10_000,
+        source="policy-gradient issue: REINFORCE with a learned baseline",
+    ),
+    ReferenceCheck(
+        "a2c",
+        "CartPole-v1",
+        500_000,
+        475.0,
+        eval_freq=10_000,
+        source="rl-baselines3-zoo A2C CartPole-v1: 500",
+    ),
+    ReferenceCheck(
+        "ppo",
+        "CartPole-v1",
+        100_000,
+        475.0,
+        eval_freq=5_000,
+        source="rl-baselines3-zoo PPO CartPole-v1: 500",
+    ),
+    ReferenceCheck(
+        "ppo",
+        "CartPole-v1",
+        100_000,
+        475.0,
+        eval_freq=5_000,
+        overrides=("kl_penalty=true",),
+        source="PPO with adaptive KL penalty (Schulman et al., 2017) on the PPO preset",
+    ),
 )
 
 

@@ -1,4 +1,7 @@
-"""Numpy lookup of a tabular policy's Q-table: no graph, a few microseconds per call."""
+"""Numpy lookup of a tabular policy's Q-table: no graph, a few microseconds per call.
+
+Serves the `epsilon_greedy` distribution over the table, and `greedy` (one-hot on the masked
+argmax: epsilon-greedy with epsilon 0, e.g. UCB1's estimates)."""
 
 from __future__ import annotations
 
@@ -13,6 +16,7 @@ from service.runtime import Inference
 from trainer.core.masking import epsilon_greedy_probabilities, masked_argmax
 
 TABLE_TENSOR = "q_table"
+TABLE_DISTRIBUTIONS = ("epsilon_greedy", "greedy")
 
 
 class TableRuntime:
@@ -21,6 +25,11 @@ class TableRuntime:
     def __init__(self, artifact: Artifact) -> None:
         manifest = artifact.manifest
         obs, act = manifest.observation_space, manifest.action_space
+        if manifest.distribution not in TABLE_DISTRIBUTIONS:
+            raise ManifestError(
+                f"{artifact.label}: the table runtime serves {' or '.join(TABLE_DISTRIBUTIONS)} "
+                f"policies, not {manifest.distribution!r}"
+            )
         if not isinstance(obs, DiscreteSpec) or not isinstance(act, DiscreteSpec):
             raise ManifestError(f"{artifact.label}: the table runtime needs discrete spaces")
         try:
@@ -32,7 +41,7 @@ class TableRuntime:
                 f"{artifact.label}: table shape {table.shape} != ({obs.n}, {act.n})"
             )
         self.table = np.ascontiguousarray(table, dtype=np.float32)
-        self.epsilon = manifest.epsilon
+        self.epsilon = manifest.epsilon if manifest.distribution == "epsilon_greedy" else 0.0
 
     def infer(
         self, observations: npt.NDArray[np.float32], masks: npt.NDArray[np.bool_]

@@ -48,6 +48,24 @@ CASES: dict[str, Case] = {
         "agentserve/GridWorld-v0",
         ("total_timesteps=1000", "exploration_initial_eps=0.5"),
     ),
+    "sarsa": Case(
+        "agentserve/GridWorld-v0",
+        ("total_timesteps=1000", "exploration_initial_eps=0.5"),
+    ),
+    "expected_sarsa": Case(
+        "agentserve/GridWorld-v0",
+        ("total_timesteps=1000", "exploration_initial_eps=0.5"),
+    ),
+    "epsilon_greedy": Case("agentserve/KArmedTestbed-v0", ("epsilon=0.5",)),
+    "ucb1": Case("agentserve/KArmedTestbed-v0"),
+    "thompson": Case("agentserve/KArmedTestbed-v0"),
+    "linucb": Case("agentserve/ContextualBandit-v0"),
+    "reinforce": Case("CartPole-v1", ("net_arch=[32, 32]", "batch_episodes=2")),
+    "a2c": Case("CartPole-v1", ("net_arch=[32, 32]", "n_steps=8")),
+    "ppo": Case(
+        "CartPole-v1",
+        ("net_arch=[32, 32]", "n_steps=32", "batch_size=16", "n_epochs=2"),
+    ),
 }
 
 ALGORITHMS = registry.names()
@@ -73,30 +91,42 @@ def num_actions(learner: Learner) -> int:
 
 
 def run_steps(learner: Learner, steps: int, seed: int = 0) -> None:
-    """Drives `learner` for `steps` env steps, exploring, like `trainer.loop.train` does."""
+    """Drives `learner` for `steps` env steps, exploring, like `trainer.loop.train` does: the
+    action at s' is chosen before `observe`, which gets it as `next_actions` (-1 where s' ended
+    the episode)."""
+
+    def act(observation: Any, info: dict[str, Any]) -> int:
+        mask = mask_from_info(info)
+        masks = None if mask is None else mask[None]
+        obs = flat_observation(observation)[None]
+        return int(learner.act(obs, masks, deterministic=False).actions[0])
+
     env = make_env(CASES[learner.algorithm].env_id)
     try:
         observation, info = env.reset(seed=seed)
+        action = act(observation, info)
         for _ in range(steps):
             obs = flat_observation(observation)
-            mask = mask_from_info(info)
-            masks = None if mask is None else mask[None]
-            action = int(learner.act(obs[None], masks, deterministic=False).actions[0])
             observation, reward, terminated, truncated, info = env.step(action)
+            next_obs = flat_observation(observation)
             next_mask = mask_from_info(info)
+            done = terminated or truncated
+            if done:
+                observation, info = env.reset()
+            next_action = act(observation, info)
             learner.observe(
                 TransitionBatch(
                     observations=obs[None],
                     actions=np.array([action], dtype=np.int64),
                     rewards=np.array([reward], dtype=np.float32),
-                    next_observations=flat_observation(observation)[None],
+                    next_observations=next_obs[None],
                     terminated=np.array([terminated]),
                     truncated=np.array([truncated]),
                     next_action_masks=None if next_mask is None else next_mask[None],
+                    next_actions=np.array([-1 if done else next_action], dtype=np.int64),
                 )
             )
-            if terminated or truncated:
-                observation, info = env.reset()
+            action = next_action
     finally:
         env.close()
 
@@ -111,6 +141,9 @@ def random_transitions(learner: Learner, count: int, seed: int) -> list[Transiti
     rewards = rng.normal(size=count).astype(np.float32)
     terminated = rng.random(count) < 0.1
     masks = random_masks(n, count, rng)
+    # An allowed action at s' (what an acting policy could have chosen), -1 where s' ended it.
+    next_actions = np.array([rng.choice(np.flatnonzero(m)) for m in masks], dtype=np.int64)
+    next_actions[terminated] = -1
     return [
         TransitionBatch(
             observations=observations[i : i + 1],
@@ -120,6 +153,7 @@ def random_transitions(learner: Learner, count: int, seed: int) -> list[Transiti
             terminated=terminated[i : i + 1],
             truncated=np.zeros(1, dtype=np.bool_),
             next_action_masks=masks[i : i + 1],
+            next_actions=next_actions[i : i + 1],
         )
         for i in range(count)
     ]

@@ -1,5 +1,27 @@
 """Every bundled algorithm, one file each; importing this package registers them all."""
 
-from trainer.algos import dqn, qlearning
+from trainer.algos import (
+    a2c,
+    dqn,
+    epsilon_greedy,
+    linucb,
+    ppo,
+    qlearning,
+    reinforce,
+    sarsa,
+    thompson,
+    ucb1,
+)
 
-__all__ = ["dqn", "qlearning"]
+__all__ = [
+    "a2c",
+    "dqn",
+    "epsilon_greedy",
+    "linucb",
+    "ppo",
+    "qlearning",
+    "reinforce",
+    "sarsa",
+    "thompson",
+    "ucb1",
+]

@@ -87,9 +87,11 @@ class QLearning(Learner):
     @classmethod
     def check_spaces(cls, observation_space: SpaceSpec, action_space: SpaceSpec) -> None:
         if not isinstance(observation_space, DiscreteSpec):
-            raise ConfigError("qlearning needs a Discrete observation space (a table of states)")
+            raise ConfigError(
+                f"{cls.algorithm} needs a Discrete observation space (a table of states)"
+            )
         if not isinstance(action_space, DiscreteSpec):
-            raise ConfigError("qlearning needs a Discrete action space")
+            raise ConfigError(f"{cls.algorithm} needs a Discrete action space")
 
     @property
     def epsilon(self) -> float:
@@ -124,10 +126,7 @@ class QLearning(Learner):
         next_states = self._states(batch.next_observations)
         errors = []
         for i in range(len(states)):
-            next_q = self.q_table[next_states[i]]
-            if batch.next_action_masks is not None:
-                next_q = next_q[batch.next_action_masks[i]]
-            bootstrap = 0.0 if batch.terminated[i] or next_q.size == 0 else float(next_q.max())
+            bootstrap = 0.0 if batch.terminated[i] else self._next_value(batch, i, next_states[i])
             target = float(batch.rewards[i]) + c.gamma * bootstrap
             error = target - self.q_table[states[i], batch.actions[i]]
             self.q_table[states[i], batch.actions[i]] += c.learning_rate * error
@@ -135,6 +134,14 @@ class QLearning(Learner):
         self.num_steps += len(states)
         self.num_updates += len(states)
         return {"train/td_error": float(np.mean(np.abs(errors)))}
+
+    def _next_value(self, batch: TransitionBatch, i: int, next_state: np.int64) -> float:
+        """The value of s' that transition i (not terminated) bootstraps from: the max over the
+        actions allowed at s' (0 if none is). On-policy subclasses override only this."""
+        next_q = self.q_table[next_state]
+        if batch.next_action_masks is not None:
+            next_q = next_q[batch.next_action_masks[i]]
+        return 0.0 if next_q.size == 0 else float(next_q.max())
 
     def extra_scalars(self) -> dict[str, float]:
         return {"rollout/exploration_rate": self.epsilon}

@@ -51,17 +51,22 @@ def masked_argmax(q_values_BA: np.ndarray, mask_BA: BoolArray | None) -> np.ndar
         return np.asarray(q_values_BA.argmax(axis=-1), dtype=np.int64)
     low = np.finfo(q_values_BA.dtype).min
     greedy_B = np.where(mask_BA, q_values_BA, low).argmax(axis=-1)
-    allowed_B = np.take_along_axis(mask_BA, greedy_B[..., None], axis=-1)[..., 0]
+    allowed_B = mask_BA[np.arange(len(greedy_B)), greedy_B]
     return np.asarray(np.where(allowed_B, greedy_B, mask_BA.argmax(axis=-1)), dtype=np.int64)
 
 
 def epsilon_greedy_probabilities(
-    q_values_BA: np.ndarray, mask_BA: BoolArray | None, epsilon: float
+    q_values_BA: np.ndarray,
+    mask_BA: BoolArray | None,
+    epsilon: float,
+    greedy_B: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Numpy twin of `epsilon_greedy_head`'s probabilities (float32, [B, A])."""
+    """Numpy twin of `epsilon_greedy_head`'s probabilities (float32, [B, A]); `greedy_B` may
+    pass the masked argmax when the caller already has it."""
     q_values_BA = np.asarray(q_values_BA, dtype=np.float32)
     allowed_BA = np.ones_like(q_values_BA) if mask_BA is None else mask_BA.astype(np.float32)
-    greedy_B = masked_argmax(q_values_BA, mask_BA)
+    if greedy_B is None:
+        greedy_B = masked_argmax(q_values_BA, mask_BA)
     one_hot_BA = np.zeros_like(q_values_BA)
     one_hot_BA[np.arange(len(greedy_B)), greedy_B] = 1.0
     uniform_BA = allowed_BA / allowed_BA.sum(axis=-1, keepdims=True)
@@ -95,5 +100,63 @@ def epsilon_greedy_act(
     explore_B = rng.random(batch) < epsilon
     for i in np.flatnonzero(explore_B):
         actions_B[i] = sample_allowed(rng, None if mask_BA is None else mask_BA[i], num_actions)
-    probabilities_BA = epsilon_greedy_probabilities(q_values_BA, mask_BA, epsilon)
+    probabilities_BA = epsilon_greedy_probabilities(q_values_BA, mask_BA, epsilon, greedy_B)
     return actions_B, probabilities_BA[np.arange(batch), actions_B]
+
+
+# Masked categorical policies (policy-gradient learners). Masked logits become the dtype's
+# minimum, so after log-softmax a masked action's probability underflows to exactly 0 while every
+# number stays finite (no NaN in gradients); the public log-probability is -inf on masked actions.
+
+
+def masked_log_softmax(logits_BA: torch.Tensor, mask_BA: torch.Tensor) -> torch.Tensor:
+    """Log-probabilities over the allowed actions; finite everywhere, exp() exactly 0 on masked
+    actions (use this inside losses)."""
+    return torch.log_softmax(mask_scores(logits_BA, mask_BA), dim=-1)
+
+
+def masked_probabilities(logits_BA: torch.Tensor, mask_BA: torch.Tensor) -> torch.Tensor:
+    """Softmax over the allowed actions, exactly 0 on masked ones."""
+    probabilities_BA = torch.softmax(mask_scores(logits_BA, mask_BA), dim=-1)
+    return torch.where(mask_BA, probabilities_BA, torch.zeros_like(probabilities_BA))
+
+
+def categorical_log_prob(
+    logits_BA: torch.Tensor, mask_BA: torch.Tensor, actions_B: torch.Tensor
+) -> torch.Tensor:
+    """log pi(a | s) of the masked distribution; -inf where the action is masked."""
+    log_probs_BA = masked_log_softmax(logits_BA, mask_BA)
+    log_probs_BA = torch.where(mask_BA, log_probs_BA, torch.full_like(log_probs_BA, -torch.inf))
+    return log_probs_BA.gather(1, actions_B.long().unsqueeze(1)).squeeze(1)
+
+
+def categorical_entropy(logits_BA: torch.Tensor, mask_BA: torch.Tensor) -> torch.Tensor:
+    """[B] entropy of the masked distribution (a sum over the allowed actions only)."""
+    log_probs_BA = masked_log_softmax(logits_BA, mask_BA)
+    terms_BA = torch.where(mask_BA, log_probs_BA.exp() * log_probs_BA, 0.0)
+    return -terms_BA.sum(dim=-1)
+
+
+def sample_categorical(
+    logits_BA: torch.Tensor, mask_BA: torch.Tensor, rng: np.random.Generator
+) -> torch.Tensor:
+    """[B] actions drawn from the masked softmax by the Gumbel-max trick with noise from `rng`
+    (the learner's generator, so draws are reproducible and travel with its state). Masked
+    actions keep the dtype's minimum, which no finite Gumbel noise lifts above an allowed one, and
+    `masked_argmax_torch` guards the rest: a masked action is never drawn."""
+    uniform_BA = rng.random(tuple(logits_BA.shape))
+    tiny = np.finfo(np.float64).tiny
+    gumbel_BA = -np.log(-np.log(np.clip(uniform_BA, tiny, 1.0 - 1e-12)))
+    log_probs_BA = masked_log_softmax(logits_BA, mask_BA).double()
+    noisy_BA = log_probs_BA + torch.from_numpy(gumbel_BA)
+    return masked_argmax_torch(noisy_BA, mask_BA)
+
+
+def categorical_head(
+    logits_BA: torch.Tensor, mask_BA: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(greedy_action_B, probabilities_BA, logits_BA) of a masked softmax policy: the masked
+    argmax, the masked softmax (exactly 0 on masked actions) and the raw policy logits as the
+    "values" output."""
+    greedy_B = masked_argmax_torch(logits_BA, mask_BA)
+    return greedy_B, masked_probabilities(logits_BA, mask_BA), logits_BA

@@ -44,3 +44,39 @@ def q_network(
     in_features: int, hidden: Sequence[int], num_actions: int, dueling: bool
 ) -> nn.Module:
     return (DuelingQNetwork if dueling else mlp)(in_features, hidden, num_actions)
+
+
+def orthogonal_mlp(
+    in_features: int, hidden: Sequence[int], out_features: int, output_gain: float
+) -> nn.Sequential:
+    """Tanh MLP with orthogonal weights and zero biases, as Stable-Baselines3 and CleanRL build
+    actor-critic networks: gain sqrt(2) on hidden layers, `output_gain` on the output layer."""
+    layers: list[nn.Module] = []
+    width = in_features
+    for size in hidden:
+        layers += [_orthogonal(nn.Linear(width, size), 2**0.5), nn.Tanh()]
+        width = size
+    layers.append(_orthogonal(nn.Linear(width, out_features), output_gain))
+    return nn.Sequential(*layers)
+
+
+def _orthogonal(layer: nn.Linear, gain: float) -> nn.Linear:
+    nn.init.orthogonal_(layer.weight, gain)
+    nn.init.zeros_(layer.bias)
+    return layer
+
+
+class ActorCritic(nn.Module):
+    """Separate policy and value MLPs (no shared trunk, as SB3's default for MlpPolicy):
+    `forward(observations_BO) -> (logits_BA, values_B)`. The policy output layer starts near zero
+    (gain 0.01), so the initial policy is close to uniform over the allowed actions."""
+
+    def __init__(self, in_features: int, hidden: Sequence[int], num_actions: int) -> None:
+        super().__init__()
+        self.actor = orthogonal_mlp(in_features, hidden, num_actions, 0.01)
+        self.critic = orthogonal_mlp(in_features, hidden, 1, 1.0)
+
+    def forward(self, observations_BO: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        logits_BA: torch.Tensor = self.actor(observations_BO)
+        values_B: torch.Tensor = self.critic(observations_BO).squeeze(-1)
+        return logits_BA, values_B

@@ -1,0 +1,218 @@
+"""Proximal Policy Optimization (Schulman et al., 2017), PPO-Clip and PPO with adaptive KL penalty.
+
+Collects `n_steps` lockstep steps of every env (the offline loop's `n_envs`), computes GAE(lambda)
+advantages (truncated episodes bootstrap from their true last observation), then makes `n_epochs`
+passes of shuffled minibatches of `batch_size` over the rollout. Per minibatch, with
+r = pi(a|s) / pi_old(a|s) and advantages normalised per minibatch (`normalize_advantage`):
+- PPO-Clip (default): L = -mean(min(r A, clip(r, 1 - eps, 1 + eps) A));
+- `kl_penalty: true` ("PPO with adaptive KL penalty", an option of this algorithm, not a separate
+  one): L = -mean(r A) + beta * mean(KL[pi_old(.|s) || pi(.|s)]), no clipping; after each update
+  beta is halved if the KL fell below target_kl / 1.5 and doubled if it rose above 1.5 target_kl.
+Plus vf_coef times the value loss (optionally clipped around the old values, `clip_range_vf`)
+minus ent_coef times the entropy, with the gradient norm clipped. Masks apply when acting, in the
+log-probabilities, the KL and the entropy.
+
+pi_old is the policy that collected the rollout, evaluated once before the update. The offline
+loop picks the first action of a rollout before the previous update, so that one transition per
+env was sampled by the policy one update older; the ratio treats it as on-policy.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import torch
+import torch.nn.functional as F
+
+from agentserve.errors import ConfigError
+from agentserve.spaces import SpaceSpec
+from trainer.core import masking
+from trainer.core.actor_critic import RolloutLearner, check_common
+from trainer.learner import FloatArray
+from trainer.registry import register
+
+
+@dataclass
+class PPOConfig:
+    learning_rate: float = 3e-4
+    """Adam step size (at the start, when the schedule is linear)."""
+    learning_rate_schedule: str = "constant"
+    """"constant", or "linear" (decays to 0 over the step budget, as rl-baselines3-zoo's lin_)."""
+    optimizer: str = "adam"
+    """"adam" or "rmsprop"."""
+    rmsprop_alpha: float = 0.99
+    """RMSprop smoothing constant (optimizer "rmsprop" only)."""
+    optimizer_eps: float = 1e-5
+    """Optimizer epsilon (numerical stability)."""
+    n_steps: int = 2048
+    """Steps per env in each rollout."""
+    batch_size: int = 64
+    """Transitions per minibatch."""
+    n_epochs: int = 10
+    """Passes over each rollout."""
+    gamma: float = 0.99
+    """Discount factor."""
+    gae_lambda: float = 0.95
+    """GAE lambda."""
+    clip_range: float = 0.2
+    """Clipping epsilon of the probability ratio (at the start, when its schedule is linear)."""
+    clip_range_schedule: str = "constant"
+    """"constant", or "linear" (decays to 0 over the step budget)."""
+    clip_range_vf: float | None = None
+    """Clip the value prediction to old value +- this (None = no value clipping)."""
+    normalize_advantage: bool = True
+    """Normalise advantages per minibatch to zero mean and unit variance."""
+    vf_coef: float = 0.5
+    """Weight of the value loss."""
+    ent_coef: float = 0.0
+    """Weight of the entropy bonus."""
+    max_grad_norm: float = 0.5
+    """Gradient norm clip."""
+    kl_penalty: bool = False
+    """Adaptive KL penalty instead of the clipped surrogate (PPO-KL)."""
+    kl_beta0: float = 1.0
+    """Initial KL penalty coefficient beta (kl_penalty only)."""
+    target_kl: float = 0.01
+    """KL target d_targ of the adaptive beta rule (kl_penalty only)."""
+    net_arch: list[int] = field(default_factory=lambda: [64, 64])
+    """Hidden widths of the policy and of the value network (separate tanh MLPs)."""
+    total_timesteps: int = 1_000_000
+    """Step budget the schedules are laid over (set by the training loop)."""
+
+    def validate(self) -> None:
+        check_common(self)
+        if self.n_steps < 1 or self.batch_size < 1 or self.n_epochs < 1:
+            raise ConfigError("n_steps, batch_size and n_epochs must be >= 1")
+        if self.clip_range_schedule not in ("constant", "linear"):
+            raise ConfigError("clip_range_schedule must be constant or linear")
+        if self.clip_range <= 0 or (self.clip_range_vf is not None and self.clip_range_vf <= 0):
+            raise ConfigError("clip_range and clip_range_vf must be > 0")
+        if self.kl_beta0 <= 0 or self.target_kl <= 0:
+            raise ConfigError("kl_beta0 and target_kl must be > 0")
+        if not 0 <= self.gae_lambda <= 1:
+            raise ConfigError("gae_lambda must lie in [0, 1]")
+
+
+def clipped_surrogate_loss(
+    log_probs_M: torch.Tensor,
+    old_log_probs_M: torch.Tensor,
+    advantages_M: torch.Tensor,
+    clip_range: float,
+) -> torch.Tensor:
+    """-mean(min(r A, clip(r, 1 - clip_range, 1 + clip_range) A)), r = exp(log pi - log pi_old)."""
+    ratio_M = torch.exp(log_probs_M - old_log_probs_M)
+    clipped_M = torch.clamp(ratio_M, 1.0 - clip_range, 1.0 + clip_range)
+    return -torch.min(ratio_M * advantages_M, clipped_M * advantages_M).mean()
+
+
+def categorical_kl(
+    old_log_probs_MA: torch.Tensor, log_probs_MA: torch.Tensor, mask_MA: torch.Tensor
+) -> torch.Tensor:
+    """[M] KL[pi_old || pi] over the allowed actions (log-probabilities from masked_log_softmax)."""
+    terms_MA = old_log_probs_MA.exp() * (old_log_probs_MA - log_probs_MA)
+    return torch.where(mask_MA, terms_MA, 0.0).sum(dim=-1)
+
+
+def adapt_kl_beta(beta: float, kl: float, target_kl: float) -> float:
+    """Schulman et al. (2017), section 4: halve beta if d < d_targ / 1.5, double it if
+    d > d_targ * 1.5, else keep it."""
+    if kl < target_kl / 1.5:
+        return beta / 2.0
+    if kl > target_kl * 1.5:
+        return beta * 2.0
+    return beta
+
+
+@register
+class PPO(RolloutLearner):
+    algorithm = "ppo"
+    config_class = PPOConfig
+    config: PPOConfig
+
+    def __init__(
+        self, observation_space: SpaceSpec, action_space: SpaceSpec, config: Any, seed: int
+    ) -> None:
+        super().__init__(observation_space, action_space, config, seed)
+        self.kl_beta = config.kl_beta0
+
+    def current_clip_range(self) -> float:
+        c = self.config
+        if c.clip_range_schedule == "linear":
+            remaining = 1.0 - min(1.0, self.num_steps / max(c.total_timesteps, 1))
+            return float(c.clip_range * max(remaining, 1e-8))
+        return float(c.clip_range)
+
+    def update(self, advantages_TN: FloatArray, returns_TN: FloatArray) -> dict[str, float]:
+        c = self.config
+        r = self.rollout
+        total = r.pos * r.n_envs
+        clip_range = self.current_clip_range()
+        all_obs_MO = torch.from_numpy(r.observations_TNO.reshape(total, -1))
+        all_mask_MA = torch.from_numpy(r.action_masks_TNA.reshape(total, -1))
+        with torch.no_grad():
+            old_logits_MA = self.net.actor(all_obs_MO)
+            old_log_probs_all_MA = masking.masked_log_softmax(old_logits_MA, all_mask_MA)
+        sums = {"policy": 0.0, "value": 0.0, "entropy": 0.0, "clipped": 0.0, "loss": 0.0}
+        count = 0
+        for _ in range(c.n_epochs):
+            for mb in r.minibatches(advantages_TN, returns_TN, c.batch_size, self.rng):
+                logits_MA, values_M = self.net(mb.observations)
+                log_probs_MA = masking.masked_log_softmax(logits_MA, mb.action_masks)
+                log_probs_M = log_probs_MA.gather(1, mb.actions.unsqueeze(1)).squeeze(1)
+                advantages_M = mb.advantages
+                if c.normalize_advantage and len(advantages_M) > 1:
+                    advantages_M = (advantages_M - advantages_M.mean()) / (
+                        advantages_M.std() + 1e-8
+                    )
+                if c.kl_penalty:
+                    ratio_M = torch.exp(log_probs_M - mb.old_log_probs)
+                    kl_M = categorical_kl(
+                        old_log_probs_all_MA[mb.rows], log_probs_MA, mb.action_masks
+                    )
+                    policy_loss = -(ratio_M * advantages_M).mean() + self.kl_beta * kl_M.mean()
+                else:
+                    policy_loss = clipped_surrogate_loss(
+                        log_probs_M, mb.old_log_probs, advantages_M, clip_range
+                    )
+                if c.clip_range_vf is not None:
+                    values_M = mb.old_values + torch.clamp(
+                        values_M - mb.old_values, -c.clip_range_vf, c.clip_range_vf
+                    )
+                value_loss = F.mse_loss(values_M, mb.returns)
+                entropy = masking.categorical_entropy(logits_MA, mb.action_masks).mean()
+                loss = policy_loss + c.vf_coef * value_loss - c.ent_coef * entropy
+                self.gradient_step(loss)
+                with torch.no_grad():
+                    ratio_M = torch.exp(log_probs_M - mb.old_log_probs)
+                    sums["clipped"] += float(((ratio_M - 1.0).abs() > clip_range).float().mean())
+                sums["policy"] += float(policy_loss.detach())
+                sums["value"] += float(value_loss.detach())
+                sums["entropy"] += float(entropy.detach())
+                sums["loss"] += float(loss.detach())
+                count += 1
+        with torch.no_grad():
+            new_log_probs_MA = masking.masked_log_softmax(self.net.actor(all_obs_MO), all_mask_MA)
+            kl = float(categorical_kl(old_log_probs_all_MA, new_log_probs_MA, all_mask_MA).mean())
+        scalars = {
+            "train/loss": sums["loss"] / count,
+            "train/policy_gradient_loss": sums["policy"] / count,
+            "train/value_loss": sums["value"] / count,
+            "train/entropy_loss": -sums["entropy"] / count,
+            "train/clip_fraction": sums["clipped"] / count,
+            "train/approx_kl": kl,
+            "train/clip_range": clip_range,
+        }
+        if c.kl_penalty:
+            self.kl_beta = adapt_kl_beta(self.kl_beta, kl, c.target_kl)
+            scalars["train/kl_beta"] = self.kl_beta
+        return scalars
+
+    def _state_tensors(self) -> dict[str, npt.NDArray[Any]]:
+        return {**super()._state_tensors(), "kl_beta": np.array([self.kl_beta], dtype=np.float64)}
+
+    def _load_state_tensors(self, tensors: dict[str, npt.NDArray[Any]]) -> None:
+        super()._load_state_tensors(tensors)
+        self.kl_beta = float(tensors["kl_beta"][0])

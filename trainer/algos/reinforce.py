@@ -1,0 +1,196 @@
+"""REINFORCE (Williams, 1992): Monte-Carlo policy gradient, optionally with a learned baseline.
+
+Each env's episode is kept until it ends; its returns G_t = r_t + gamma G_{t+1} are then computed
+(a truncated episode with `baseline` starts the recursion from V of its true last observation, a
+terminated one, or any episode without a baseline, from 0). Once `batch_episodes` episodes have
+ended, one gradient step on
+    -mean(log pi(a|s) * w) + vf_coef * mean((G - V(s))^2) - ent_coef * mean(H(pi(.|s)))
+where w = G - V(s) with `baseline` (the value network is then trained too) and w = G without, and
+`normalize_returns` scales w to zero mean and unit variance per update. Masks apply when acting
+and in log pi and H. Without a baseline the value network exists but is never trained.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import torch
+import torch.nn.functional as F
+
+from agentserve.errors import ConfigError
+from agentserve.spaces import SpaceSpec
+from trainer.core import masking
+from trainer.core.actor_critic import PolicyGradientLearner, check_common
+from trainer.core.rollout import discounted_returns
+from trainer.learner import TransitionBatch
+from trainer.registry import register
+
+
+@dataclass
+class ReinforceConfig:
+    learning_rate: float = 1e-3
+    """Optimizer step size (at the start, when the schedule is linear)."""
+    learning_rate_schedule: str = "constant"
+    """"constant", or "linear" (decays to 0 over the step budget)."""
+    optimizer: str = "adam"
+    """"adam" or "rmsprop"."""
+    rmsprop_alpha: float = 0.99
+    """RMSprop smoothing constant (optimizer "rmsprop" only)."""
+    optimizer_eps: float = 1e-5
+    """Optimizer epsilon (numerical stability)."""
+    gamma: float = 0.99
+    """Discount factor."""
+    baseline: bool = True
+    """Subtract a learned state value V(s) from the returns."""
+    normalize_returns: bool = True
+    """Normalise the policy-gradient weights (returns, or advantages with a baseline) per
+    update to zero mean and unit variance."""
+    batch_episodes: int = 8
+    """Finished episodes per update."""
+    vf_coef: float = 0.5
+    """Weight of the baseline's value loss."""
+    ent_coef: float = 0.0
+    """Weight of the entropy bonus."""
+    max_grad_norm: float = 0.5
+    """Gradient norm clip."""
+    net_arch: list[int] = field(default_factory=lambda: [64, 64])
+    """Hidden widths of the policy and of the value network (separate tanh MLPs)."""
+    total_timesteps: int = 500_000
+    """Step budget the learning-rate schedule is laid over (set by the training loop)."""
+
+    def validate(self) -> None:
+        check_common(self)
+        if self.batch_episodes < 1:
+            raise ConfigError("batch_episodes must be >= 1")
+
+
+Step = tuple[npt.NDArray[np.float32], int, float, npt.NDArray[np.bool_]]
+"""(observation, action, reward, action mask) of one step of an open episode."""
+
+
+@register
+class Reinforce(PolicyGradientLearner):
+    algorithm = "reinforce"
+    config_class = ReinforceConfig
+    config: ReinforceConfig
+
+    def __init__(
+        self, observation_space: SpaceSpec, action_space: SpaceSpec, config: Any, seed: int
+    ) -> None:
+        super().__init__(observation_space, action_space, config, seed)
+        self.open: list[list[Step]] = []
+        """Per env, the steps of its episode in progress."""
+        self.finished: list[tuple[npt.NDArray[Any], ...]] = []
+        """(observations_EO, actions_E, masks_EA, returns_E) of each ended episode."""
+
+    def observe(self, batch: TransitionBatch) -> dict[str, float]:
+        n_envs = len(batch.actions)
+        if len(self.open) != n_envs:
+            if any(self.open):
+                raise ConfigError(f"episodes of {len(self.open)} envs are open; got {n_envs}")
+            self.open = [[] for _ in range(n_envs)]
+        masks = self.masks_at(batch.observations)
+        observations = np.asarray(batch.observations, dtype=np.float32).reshape(n_envs, -1)
+        for i in range(n_envs):
+            step = (observations[i], int(batch.actions[i]), float(batch.rewards[i]), masks[i])
+            self.open[i].append(step)
+            if batch.terminated[i] or batch.truncated[i]:
+                bootstrap = 0.0
+                if batch.truncated[i] and not batch.terminated[i] and self.config.baseline:
+                    with torch.no_grad():
+                        last_O = torch.as_tensor(batch.next_observations[i], dtype=torch.float32)
+                        bootstrap = float(self.net.critic(last_O.reshape(1, -1))[0, 0])
+                self._finish(i, bootstrap)
+        self.num_steps += n_envs
+        if len(self.finished) < self.config.batch_episodes:
+            return {}
+        return self._update()
+
+    def _finish(self, env: int, bootstrap: float) -> None:
+        steps = self.open[env]
+        rewards_E = np.array([s[2] for s in steps], dtype=np.float32)
+        self.finished.append(
+            (
+                np.stack([s[0] for s in steps]),
+                np.array([s[1] for s in steps], dtype=np.int64),
+                np.stack([s[3] for s in steps]),
+                discounted_returns(rewards_E, self.config.gamma, bootstrap),
+            )
+        )
+        self.open[env] = []
+
+    def _update(self) -> dict[str, float]:
+        c = self.config
+        obs_MO, actions_M, masks_MA, returns_M = (
+            torch.from_numpy(np.concatenate(parts)) for parts in zip(*self.finished, strict=True)
+        )
+        self.finished = []
+        logits_MA, values_M = self.net(obs_MO)
+        log_probs_M = (
+            masking.masked_log_softmax(logits_MA, masks_MA)
+            .gather(1, actions_M.unsqueeze(1))
+            .squeeze(1)
+        )
+        weights_M = returns_M - values_M.detach() if c.baseline else returns_M
+        if c.normalize_returns and len(weights_M) > 1:
+            weights_M = (weights_M - weights_M.mean()) / (weights_M.std() + 1e-8)
+        policy_loss = -(log_probs_M * weights_M).mean()
+        entropy = masking.categorical_entropy(logits_MA, masks_MA).mean()
+        loss = policy_loss - c.ent_coef * entropy
+        scalars = {"train/policy_loss": float(policy_loss.detach())}
+        if c.baseline:
+            value_loss = F.mse_loss(values_M, returns_M)
+            loss = loss + c.vf_coef * value_loss
+            scalars["train/value_loss"] = float(value_loss.detach())
+        self.gradient_step(loss)
+        return {
+            **scalars,
+            "train/loss": float(loss.detach()),
+            "train/entropy_loss": -float(entropy.detach()),
+        }
+
+    def _state_tensors(self) -> dict[str, npt.NDArray[Any]]:
+        obs_size, n = self.obs_size, self.num_actions
+        open_steps = [(i, s) for i, steps in enumerate(self.open) for s in steps]
+        finished = list(zip(*self.finished, strict=True)) or [[], [], [], []]
+        return {
+            **self._network_tensors(),
+            "open.n_envs": np.array([len(self.open)], dtype=np.int64),
+            "open.env": np.array([i for i, _ in open_steps], dtype=np.int64),
+            "open.observations": np.array([s[0] for _, s in open_steps], np.float32).reshape(
+                -1, obs_size
+            ),
+            "open.actions": np.array([s[1] for _, s in open_steps], dtype=np.int64),
+            "open.rewards": np.array([s[2] for _, s in open_steps], dtype=np.float32),
+            "open.masks": np.array([s[3] for _, s in open_steps], np.bool_).reshape(-1, n),
+            "finished.lengths": np.array([len(e[1]) for e in self.finished], dtype=np.int64),
+            "finished.observations": np.concatenate(
+                [np.zeros((0, obs_size), np.float32), *finished[0]]
+            ),
+            "finished.actions": np.concatenate([np.zeros(0, np.int64), *finished[1]]),
+            "finished.masks": np.concatenate([np.zeros((0, n), np.bool_), *finished[2]]),
+            "finished.returns": np.concatenate([np.zeros(0, np.float32), *finished[3]]),
+        }
+
+    def _load_state_tensors(self, tensors: dict[str, npt.NDArray[Any]]) -> None:
+        self._load_network_tensors(tensors)
+        self.open = [[] for _ in range(int(tensors["open.n_envs"][0]))]
+        for k, env in enumerate(tensors["open.env"]):
+            self.open[int(env)].append(
+                (
+                    np.array(tensors["open.observations"][k], dtype=np.float32),
+                    int(tensors["open.actions"][k]),
+                    float(tensors["open.rewards"][k]),
+                    np.array(tensors["open.masks"][k], dtype=np.bool_),
+                )
+            )
+        ends = np.cumsum(tensors["finished.lengths"])
+        starts = ends - tensors["finished.lengths"]
+        names = ("observations", "actions", "masks", "returns")
+        self.finished = [
+            tuple(np.array(tensors[f"finished.{name}"][a:b]) for name in names)
+            for a, b in zip(starts, ends, strict=True)
+        ]

@@ -1,0 +1,189 @@
+"""Rollout storage for on-policy learners: [T, N] arrays (T steps of N lockstep envs), GAE(lambda).
+
+Only what the environment gave is stored while collecting (observations, actions, rewards, the
+true next observations, terminated / truncated, the action masks the actions were chosen under);
+values and log-probabilities are filled in once per update, in one batched pass, by the networks
+that collected the rollout (they do not change during a rollout).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any, NamedTuple
+
+import numpy as np
+import numpy.typing as npt
+import torch
+
+from agentserve.errors import ConfigError
+from trainer.learner import BoolArray, FloatArray, IntArray
+
+
+class RolloutMinibatch(NamedTuple):
+    """A shuffled minibatch of M transitions, flattened over steps and envs."""
+
+    observations: torch.Tensor
+    """[M, obs]"""
+    actions: torch.Tensor
+    """[M] int64"""
+    action_masks: torch.Tensor
+    """[M, A] bool: the masks the actions were chosen under."""
+    old_values: torch.Tensor
+    """[M] V(s) of the networks that collected the rollout."""
+    old_log_probs: torch.Tensor
+    """[M] log pi_old(a | s)."""
+    advantages: torch.Tensor
+    """[M]"""
+    returns: torch.Tensor
+    """[M] advantages + old values."""
+    rows: torch.Tensor
+    """[M] row indices into the flattened rollout (to look up per-transition data computed once)."""
+
+
+def compute_gae(
+    rewards_TN: FloatArray,
+    values_TN: FloatArray,
+    next_values_TN: FloatArray,
+    terminated_TN: BoolArray,
+    truncated_TN: BoolArray,
+    gamma: float,
+    gae_lambda: float,
+) -> tuple[FloatArray, FloatArray]:
+    """(advantages_TN, returns_TN) by GAE(lambda) (Schulman et al., 2016).
+
+    delta_t = r_t + gamma * (1 - terminated_t) * V(s'_t) - V(s_t), where s'_t is the true next
+    observation: a truncated transition bootstraps from the value of the episode's real last
+    observation, a terminated one does not bootstrap. The advantage recursion
+    A_t = delta_t + gamma * lambda * A_{t+1} stops at every episode end (terminated or truncated),
+    and the last step of the rollout bootstraps through V(s'_T) alone. returns = A + V.
+    """
+    steps = len(rewards_TN)
+    not_terminal_TN = 1.0 - terminated_TN.astype(np.float32)
+    not_done_TN = 1.0 - (terminated_TN | truncated_TN).astype(np.float32)
+    deltas_TN = rewards_TN + gamma * not_terminal_TN * next_values_TN - values_TN
+    advantages_TN = np.zeros_like(deltas_TN, dtype=np.float32)
+    running_N = np.zeros(deltas_TN.shape[1:], dtype=np.float32)
+    for t in reversed(range(steps)):
+        running_N = deltas_TN[t] + gamma * gae_lambda * not_done_TN[t] * running_N
+        advantages_TN[t] = running_N
+    return advantages_TN, (advantages_TN + values_TN).astype(np.float32)
+
+
+def discounted_returns(rewards_T: FloatArray, gamma: float, bootstrap: float = 0.0) -> FloatArray:
+    """Monte-Carlo returns G_t = r_t + gamma * G_{t+1} of one episode, G_T = `bootstrap`."""
+    returns_T = np.zeros(len(rewards_T), dtype=np.float32)
+    running = bootstrap
+    for t in reversed(range(len(rewards_T))):
+        running = float(rewards_T[t]) + gamma * running
+        returns_T[t] = running
+    return returns_T
+
+
+class RolloutBuffer:
+    """`n_steps` lockstep steps of N envs; N is fixed by the first batch of a rollout."""
+
+    def __init__(self, n_steps: int, obs_size: int, num_actions: int) -> None:
+        self.n_steps = n_steps
+        self.obs_size = obs_size
+        self.num_actions = num_actions
+        self.pos = 0
+        self._allocate(0)
+
+    def _allocate(self, n_envs: int) -> None:
+        shape = (self.n_steps, n_envs)
+        self.n_envs = n_envs
+        self.observations_TNO = np.zeros((*shape, self.obs_size), dtype=np.float32)
+        self.next_observations_TNO = np.zeros((*shape, self.obs_size), dtype=np.float32)
+        self.actions_TN = np.zeros(shape, dtype=np.int64)
+        self.rewards_TN = np.zeros(shape, dtype=np.float32)
+        self.terminated_TN = np.zeros(shape, dtype=np.bool_)
+        self.truncated_TN = np.zeros(shape, dtype=np.bool_)
+        self.action_masks_TNA = np.ones((*shape, self.num_actions), dtype=np.bool_)
+        self.values_TN = np.zeros(shape, dtype=np.float32)
+        self.next_values_TN = np.zeros(shape, dtype=np.float32)
+        self.log_probs_TN = np.zeros(shape, dtype=np.float32)
+
+    @property
+    def full(self) -> bool:
+        return self.pos == self.n_steps
+
+    def add(
+        self,
+        observations: FloatArray,
+        actions: IntArray,
+        rewards: FloatArray,
+        next_observations: FloatArray,
+        terminated: BoolArray,
+        truncated: BoolArray,
+        action_masks: BoolArray,
+    ) -> None:
+        n_envs = len(actions)
+        if n_envs != self.n_envs:
+            if self.pos > 0:
+                raise ConfigError(
+                    f"a rollout holds batches of {self.n_envs} envs; got a batch of {n_envs}"
+                )
+            self._allocate(n_envs)
+        t = self.pos
+        self.observations_TNO[t] = observations.reshape(n_envs, -1)
+        self.next_observations_TNO[t] = next_observations.reshape(n_envs, -1)
+        self.actions_TN[t] = actions
+        self.rewards_TN[t] = rewards
+        self.terminated_TN[t] = terminated
+        self.truncated_TN[t] = truncated
+        self.action_masks_TNA[t] = action_masks
+        self.pos += 1
+
+    def reset(self) -> None:
+        self.pos = 0
+
+    def minibatches(
+        self,
+        advantages_TN: FloatArray,
+        returns_TN: FloatArray,
+        batch_size: int,
+        rng: np.random.Generator,
+    ) -> Iterator[RolloutMinibatch]:
+        """One pass over the rollout in shuffled minibatches of `batch_size` (the last one may be
+        smaller)."""
+        total = self.pos * self.n_envs
+        flat: dict[str, npt.NDArray[Any]] = {
+            "observations": self.observations_TNO[: self.pos].reshape(total, -1),
+            "actions": self.actions_TN[: self.pos].reshape(total),
+            "action_masks": self.action_masks_TNA[: self.pos].reshape(total, -1),
+            "old_values": self.values_TN[: self.pos].reshape(total),
+            "old_log_probs": self.log_probs_TN[: self.pos].reshape(total),
+            "advantages": advantages_TN[: self.pos].reshape(total),
+            "returns": returns_TN[: self.pos].reshape(total),
+        }
+        order = rng.permutation(total)
+        for start in range(0, total, batch_size):
+            rows = order[start : start + batch_size]
+            yield RolloutMinibatch(
+                **{k: torch.from_numpy(v[rows]) for k, v in flat.items()},
+                rows=torch.from_numpy(rows),
+            )
+
+    _STORED = (
+        "observations_TNO",
+        "next_observations_TNO",
+        "actions_TN",
+        "rewards_TN",
+        "terminated_TN",
+        "truncated_TN",
+        "action_masks_TNA",
+    )
+
+    def state_tensors(self, prefix: str) -> dict[str, npt.NDArray[Any]]:
+        """The collected part of the rollout (values and log-probabilities are recomputed)."""
+        out = {f"{prefix}{name}": getattr(self, name)[: self.pos].copy() for name in self._STORED}
+        out[f"{prefix}n_envs"] = np.array([self.n_envs], dtype=np.int64)
+        return out
+
+    def load_state_tensors(self, tensors: dict[str, npt.NDArray[Any]], prefix: str) -> None:
+        self._allocate(int(tensors[f"{prefix}n_envs"][0]))
+        self.pos = len(tensors[f"{prefix}actions_TN"])
+        if self.pos > self.n_steps:
+            raise ConfigError(f"checkpoint rollout has {self.pos} steps; n_steps is {self.n_steps}")
+        for name in self._STORED:
+            getattr(self, name)[: self.pos] = tensors[prefix + name]
