@@ -50,8 +50,7 @@ bench-bandits: install
 	$(PY) benchmarks/bandits.py
 
 ## Training speed side by side with Stable-Baselines3; writes docs/speed-vs-sb3.md.
-bench-sb3:
-	@scripts/install.sh $(VENV) dev,sb3
+bench-sb3: install
 	$(VENV)/bin/agentserve benchmark --seeds 3
 
 ## Retrain the bundled default model repository (service/default_models).

@@ -182,8 +182,8 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
         import stable_baselines3  # noqa: F401
     except ImportError:
         raise ConfigError(
-            "the comparison needs Stable-Baselines3: install the extra, e.g. "
-            "scripts/install.sh .venv dev,sb3 (or `make bench-sb3`)"
+            "the comparison needs Stable-Baselines3: pip install 'agentserve[sb3]' "
+            "(the dev install and `make bench-sb3` include it)"
         ) from None
     from trainer.speed import run
 
