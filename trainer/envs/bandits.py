@@ -23,6 +23,7 @@ observation returned with it) and `optimal_action` (their argmax); `step`'s info
 
 from __future__ import annotations
 
+import abc
 from typing import Any, Generic, TypeVar
 
 import gymnasium as gym
@@ -35,7 +36,7 @@ CONTEXT_BOUND = 5.0
 """Contexts are clipped to [-CONTEXT_BOUND, CONTEXT_BOUND] (a bounded Box; clipping is rare)."""
 
 
-class BanditEnv(gym.Env[ObsT, np.int64], Generic[ObsT]):
+class BanditEnv(gym.Env[ObsT, np.int64], Generic[ObsT], metaclass=abc.ABCMeta):
     """The shared episode logic; subclasses draw a problem, observe, and pay rewards."""
 
     metadata = {"render_modes": ["ansi"], "render_fps": 4}  # noqa: RUF012  (Gymnasium declares it an instance field)
@@ -51,18 +52,19 @@ class BanditEnv(gym.Env[ObsT, np.int64], Generic[ObsT]):
         self.t = 0
         self.last: tuple[int, float] | None = None
 
-    def _draw_problem(self, rng: np.random.Generator) -> None:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def _draw_problem(self, rng: np.random.Generator) -> None: ...
 
-    def _next_observation(self) -> ObsT:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def _next_observation(self) -> ObsT: ...
 
+    @abc.abstractmethod
     def _expected_rewards(self) -> FloatArray:
         """[k] each arm's expected reward for the current observation."""
-        raise NotImplementedError
+        ...
 
-    def _reward(self, action: int) -> float:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def _reward(self, action: int) -> float: ...
 
     def _info(self) -> dict[str, Any]:
         expected = self._expected_rewards()
