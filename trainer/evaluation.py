@@ -12,6 +12,9 @@ from agentserve.envtools import flat_observation, mask_from_info
 from trainer.envs import make_env
 from trainer.learner import BoolArray, FloatArray
 
+MAX_EPISODE_STEPS = 10_000
+"""Evaluation episodes are cut after this many steps."""
+
 ActFn = Callable[[FloatArray, BoolArray | None], int]
 """(flat observation, allowed-action mask or None) -> action."""
 
@@ -50,8 +53,11 @@ def evaluate(
     episodes: int,
     seed: int = 0,
     env_kwargs: dict[str, Any] | None = None,
+    max_steps: int = MAX_EPISODE_STEPS,
 ) -> EvalResult:
-    """Runs `episodes` episodes, episode i reset with seed `seed + i`."""
+    """Runs `episodes` episodes, episode i reset with seed `seed + i`. An episode that has not
+    ended after `max_steps` steps is cut there (envs without a time limit, such as
+    CliffWalking-v1, would otherwise loop forever under a greedy policy that walks into a wall)."""
     env = make_env(env_id, **(env_kwargs or {}))
     returns, lengths = [], []
     try:
@@ -63,7 +69,7 @@ def evaluate(
                 observation, reward, terminated, truncated, info = env.step(action)
                 total += float(reward)
                 length += 1
-                done = terminated or truncated
+                done = terminated or truncated or length >= max_steps
             returns.append(total)
             lengths.append(length)
     finally:

@@ -190,8 +190,9 @@ def test_served_runtimes_agree_with_the_torch_module(exported: Exported) -> None
     greedy, probabilities, values = module_outputs(learner.policy_module(), observations, masks)
     runtimes = [load_runtime(artifact, name) for name in artifact.manifest.runtimes]
     assert any(isinstance(r, OnnxRuntime) for r in runtimes)
-    if exported.algorithm == "qlearning":
-        assert any(isinstance(r, TableRuntime) for r in runtimes)
+    # Every runtime the learner offers is built, and each agrees with the torch module.
+    assert [r.name for r in runtimes] == list(learner.runtimes)
+    assert any(isinstance(r, TableRuntime) for r in runtimes) == ("table" in learner.runtimes)
     for runtime in runtimes:
         result = runtime.infer(observations, masks)
         np.testing.assert_allclose(

@@ -70,3 +70,12 @@ def test_zero_steps_exports_an_untrained_policy(tmp_path: Path) -> None:
     assert artifact == tmp_path / "repo" / "gridworld-qlearning" / "1"
     manifest = json.loads((artifact / "manifest.json").read_text())
     assert manifest["training"]["timesteps"] == 0
+
+
+def test_evaluation_of_a_looping_policy_ends() -> None:
+    from trainer.evaluation import evaluate
+
+    # CliffWalking-v1 has no time limit; always "up" ends against the top wall forever.
+    result = evaluate(lambda obs, mask: 0, "CliffWalking-v1", episodes=2, max_steps=50)
+    assert result.lengths == (50, 50)
+    assert result.returns == (-50.0, -50.0)
