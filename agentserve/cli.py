@@ -91,7 +91,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     env_id = args.env or policy.manifest.env_id
     rng = np.random.default_rng(args.seed)
 
-    def act(observation: np.ndarray, mask: np.ndarray | None) -> int:
+    def act(observation: np.ndarray, mask: np.ndarray | None) -> int | np.ndarray:
         flags = [] if mask is None else mask.tolist()
         return policy.decide(observation.tolist(), flags, True, rng).action
 

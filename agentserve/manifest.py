@@ -4,7 +4,10 @@ Layout of one artifact (see docs/artifact-format.md)::
 
     <repo>/<policy-name>/<version>/
         manifest.json          this schema, as JSON (never pickle)
-        policy.onnx            observation (+ action_mask) -> greedy_action, probabilities, values
+        policy.onnx            discrete:   observation, action_mask -> greedy_action, probabilities,
+                                           values
+                               continuous: observation -> greedy_action, action_mean,
+                                           action_log_std
         weights.safetensors    the torch module's tensors (tabular policies: the table)
 
 `load_manifest` is the one safe way in: it resolves every path, refuses anything outside the
@@ -34,11 +37,22 @@ ONNX_INPUT_ACTION_MASK = "action_mask"
 ONNX_OUTPUT_ACTION = "greedy_action"
 ONNX_OUTPUT_PROBABILITIES = "probabilities"
 ONNX_OUTPUT_VALUES = "values"
+ONNX_OUTPUT_ACTION_MEAN = "action_mean"
+ONNX_OUTPUT_ACTION_LOG_STD = "action_log_std"
+DISCRETE_INPUTS = (ONNX_INPUT_OBSERVATION, ONNX_INPUT_ACTION_MASK)
+DISCRETE_OUTPUTS = (ONNX_OUTPUT_ACTION, ONNX_OUTPUT_PROBABILITIES, ONNX_OUTPUT_VALUES)
+CONTINUOUS_INPUTS = (ONNX_INPUT_OBSERVATION,)
+CONTINUOUS_OUTPUTS = (ONNX_OUTPUT_ACTION, ONNX_OUTPUT_ACTION_MEAN, ONNX_OUTPUT_ACTION_LOG_STD)
 
 # How `probabilities` arise from the network's scores; written so readers know what they serve.
 # `greedy`: one-hot on the greedy action (UCB1, LinUCB); `thompson`: the posterior probability
 # that each allowed action is the best one (Thompson sampling).
-DISTRIBUTIONS = ("epsilon_greedy", "softmax", "greedy", "thompson")
+DISCRETE_DISTRIBUTIONS = ("epsilon_greedy", "softmax", "greedy", "thompson")
+# Continuous actions (see agentserve.continuous): `gaussian` draws mean + std * noise and clips it
+# to the box (PPO, A2C, REINFORCE); `squashed_gaussian` maps mean + std * noise through tanh onto
+# the box (SAC). `greedy_action` is the noise-free action, inside the box.
+CONTINUOUS_DISTRIBUTIONS = ("gaussian", "squashed_gaussian")
+DISTRIBUTIONS = DISCRETE_DISTRIBUTIONS + CONTINUOUS_DISTRIBUTIONS
 # Distributions whose `values` output holds the algorithm's value estimates (served to clients).
 VALUE_DISTRIBUTIONS = ("epsilon_greedy", "greedy", "thompson")
 
@@ -82,6 +96,14 @@ class Manifest:
     def is_discrete(self) -> bool:
         return isinstance(self.action_space, DiscreteSpec)
 
+    @property
+    def onnx_inputs(self) -> tuple[str, ...]:
+        return DISCRETE_INPUTS if self.is_discrete else CONTINUOUS_INPUTS
+
+    @property
+    def onnx_outputs(self) -> tuple[str, ...]:
+        return DISCRETE_OUTPUTS if self.is_discrete else CONTINUOUS_OUTPUTS
+
     def to_json(self) -> dict[str, Any]:
         return {
             "format": FORMAT,
@@ -97,8 +119,8 @@ class Manifest:
             "onnx": {
                 "file": ONNX_FILE,
                 "opset": self.onnx_opset,
-                "inputs": [ONNX_INPUT_OBSERVATION, ONNX_INPUT_ACTION_MASK],
-                "outputs": [ONNX_OUTPUT_ACTION, ONNX_OUTPUT_PROBABILITIES, ONNX_OUTPUT_VALUES],
+                "inputs": list(self.onnx_inputs),
+                "outputs": list(self.onnx_outputs),
             },
             "weights": {"file": WEIGHTS_FILE, "format": "safetensors"},
             "files": dict(sorted(self.files.items())),
@@ -133,13 +155,25 @@ class Manifest:
             onnx = data.get("onnx", {})
             if not isinstance(onnx, dict):
                 raise ManifestError("`onnx` must be a JSON object")
+            action_space = space_from_json(data["action_space"])
+            expected = (
+                DISCRETE_DISTRIBUTIONS
+                if isinstance(action_space, DiscreteSpec)
+                else CONTINUOUS_DISTRIBUTIONS
+            )
+            if distribution not in expected:
+                kind = "discrete" if isinstance(action_space, DiscreteSpec) else "continuous"
+                raise ManifestError(
+                    f"distribution {distribution!r} does not fit a {kind} action space "
+                    f"(expected one of {', '.join(expected)})"
+                )
             return cls(
                 name=check_policy_name(str(data["name"])),
                 version=version,
                 algorithm=str(data["algorithm"]),
                 env_id=str(data.get("env_id", "")),
                 observation_space=space_from_json(data["observation_space"]),
-                action_space=space_from_json(data["action_space"]),
+                action_space=action_space,
                 distribution=distribution,
                 epsilon=epsilon,
                 runtimes=tuple(str(r) for r in runtimes),

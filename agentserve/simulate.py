@@ -54,7 +54,10 @@ def run_episodes(
                     policy=policy,
                     episode_id=f"{env_id}:{seed}:{episode}",
                 )
-                observation, reward, terminated, truncated, info = env.step(result.action)
+                action = result.action
+                if not isinstance(action, int):  # a continuous action: the env's shape
+                    action = action.reshape(env.action_space.shape)
+                observation, reward, terminated, truncated, info = env.step(action)
                 total += float(reward)
                 length += 1
                 done = terminated or truncated

@@ -8,9 +8,9 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from agentserve.errors import ManifestError
+from agentserve import continuous
 from agentserve.manifest import VALUE_DISTRIBUTIONS, Artifact, Manifest
-from agentserve.spaces import DiscreteSpec
+from agentserve.spaces import BoxSpec, DiscreteSpec
 from service import masking
 from service.errors import InvalidArgument
 from service.runtime import Runtime, load_runtime
@@ -18,21 +18,31 @@ from service.runtime import Runtime, load_runtime
 
 @dataclass(frozen=True)
 class Decision:
-    action: int
+    action: int | npt.NDArray[np.float32]
+    """An action index (discrete policies) or a float32 vector inside the action box."""
     propensity: float
+    """Probability (discrete) or probability density (continuous) of the action; 1.0 when
+    deterministic."""
     probabilities: npt.NDArray[np.float32]
+    """Every action's probability (discrete), empty for continuous policies."""
     values: npt.NDArray[np.float32] | None
+
+
+NO_PROBABILITIES = np.zeros(0, dtype=np.float32)
 
 
 class ServedPolicy:
     def __init__(self, artifact: Artifact, runtime: str | None = None) -> None:
         manifest = artifact.manifest
-        if not isinstance(manifest.action_space, DiscreteSpec):
-            raise ManifestError(
-                f"{artifact.label}: continuous-action policies are not served by this version"
-            )
         self.manifest: Manifest = manifest
-        self.num_actions = manifest.action_space.n
+        self.discrete = isinstance(manifest.action_space, DiscreteSpec)
+        if isinstance(manifest.action_space, DiscreteSpec):
+            self.num_actions = manifest.action_space.n
+        else:
+            box: BoxSpec = manifest.action_space
+            self.num_actions = 0
+            self.low = np.asarray(box.low, dtype=np.float32)
+            self.high = np.asarray(box.high, dtype=np.float32)
         self.observation_space = manifest.observation_space
         self.flat_size = manifest.observation_space.flat_size
         self.batch_shape = (
@@ -55,7 +65,10 @@ class ServedPolicy:
     def warm_up(self) -> None:
         """One inference at load time, so the first client call pays no lazy initialisation."""
         zeros = np.zeros(self.batch_shape, dtype=np.float32)
-        self.runtime.infer(zeros, np.ones((1, self.num_actions), dtype=np.bool_))
+        if self.discrete:
+            self.runtime.infer(zeros, np.ones((1, self.num_actions), dtype=np.bool_))
+        else:
+            self.runtime.infer_continuous(zeros)
 
     def observation(self, values: Sequence[float]) -> npt.NDArray[np.float32]:
         """The request's observation, validated, shaped as a batch of one."""
@@ -86,6 +99,8 @@ class ServedPolicy:
         rng: np.random.Generator,
     ) -> Decision:
         batch = self.observation(observation)
+        if not self.discrete:
+            return self._decide_continuous(batch, action_mask, deterministic, rng)
         mask = masking.request_mask(action_mask, self.num_actions)
         result = self.runtime.infer(batch, mask[None])
         probabilities = result.probabilities[0]
@@ -94,3 +109,28 @@ class ServedPolicy:
         )
         values = result.values[0] if self.has_q_values else None
         return Decision(action, propensity, probabilities, values)
+
+    def _decide_continuous(
+        self,
+        batch: npt.NDArray[np.float32],
+        action_mask: Sequence[bool],
+        deterministic: bool,
+        rng: np.random.Generator,
+    ) -> Decision:
+        if len(action_mask) != 0:
+            raise InvalidArgument(
+                f"policy {self.name!r} has continuous actions: send no action_mask"
+            )
+        result = self.runtime.infer_continuous(batch)
+        if deterministic:
+            action = np.clip(result.greedy_actions[0], self.low, self.high).astype(np.float32)
+            return Decision(action, 1.0, NO_PROBABILITIES, None)
+        action, density = continuous.sample(
+            self.manifest.distribution,
+            result.means[0],
+            result.log_stds[0],
+            self.low,
+            self.high,
+            rng,
+        )
+        return Decision(action, density, NO_PROBABILITIES, None)

@@ -76,8 +76,14 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
         decision = policy.decide(
             request.observation, request.action_mask, request.deterministic, self.rng
         )
+        if isinstance(decision.action, np.ndarray):
+            action: dict[str, Any] = {
+                "continuous_action": agent_pb2.ContinuousAction(values=decision.action.tolist())
+            }
+        else:
+            action = {"discrete_action": decision.action}
         return agent_pb2.ActResponse(
-            discrete_action=decision.action,
+            **action,
             policy_version=policy.version,
             probabilities=decision.probabilities.tolist(),
             propensity=decision.propensity,

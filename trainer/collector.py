@@ -5,6 +5,9 @@ the same `step`, its returned observation is the new episode's first one, and th
 observation comes in `info["final_obs"]`. The collector puts the true last observation (and its
 action mask) into the transition, so targets bootstrap from where the episode really was, and
 hands the reset observation to the learner for its next action.
+
+Continuous actions are clipped to the action box before they reach the env; the transition keeps
+the action as the learner drew it (its log-probability is the one the learner computed).
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import numpy as np
 
 from agentserve.errors import ConfigError
 from trainer.envs import make_env
-from trainer.learner import BoolArray, FloatArray, IntArray, TransitionBatch
+from trainer.learner import ActionArray, BoolArray, FloatArray, TransitionBatch
 
 
 def _flat(observations: Any, count: int) -> FloatArray:
@@ -40,7 +43,9 @@ class Step:
     """One lockstep step: what the learner observes, and where each env now is."""
 
     observations: FloatArray
-    actions: IntArray
+    masks: BoolArray | None
+    """Actions allowed at `observations` (None = all)."""
+    actions: ActionArray
     rewards: FloatArray
     final_observations: FloatArray
     """s' of each transition: the true last observation where an episode ended."""
@@ -53,9 +58,11 @@ class Step:
     finished: tuple[tuple[float, int], ...]
     """(return, length) of every episode that ended in this step."""
 
-    def transitions(self, next_actions: IntArray) -> TransitionBatch:
-        """The transitions, with the action the learner chose at s' (-1 where s' ended it)."""
+    def transitions(self, next_actions: ActionArray) -> TransitionBatch:
+        """The transitions, with the discrete action the learner chose at s' (-1 where s' ended
+        the episode; not recorded for continuous actions)."""
         done = self.terminated | self.truncated
+        discrete = np.issubdtype(self.actions.dtype, np.integer)
         return TransitionBatch(
             observations=self.observations,
             actions=self.actions,
@@ -63,8 +70,9 @@ class Step:
             next_observations=self.final_observations,
             terminated=self.terminated,
             truncated=self.truncated,
+            action_masks=self.masks,
             next_action_masks=self.final_masks,
-            next_actions=np.where(done, -1, next_actions).astype(np.int64),
+            next_actions=np.where(done, -1, next_actions).astype(np.int64) if discrete else None,
         )
 
 
@@ -82,8 +90,15 @@ class Collector:
         )
         self.n = n_envs
         self.seed = seed
-        action_space = self.envs.single_action_space
+        action_space: Any = self.envs.single_action_space
         self.num_actions = int(action_space.n) if hasattr(action_space, "n") else None
+        self._low: FloatArray | None = None
+        self._high: FloatArray | None = None
+        if self.num_actions is None:
+            self._low = np.asarray(action_space.low, dtype=np.float32).reshape(-1)
+            self._high = np.asarray(action_space.high, dtype=np.float32).reshape(-1)
+            self._action_shape: tuple[int, ...] = tuple(action_space.shape)
+        self._masks: BoolArray | None = None
         self._returns = np.zeros(n_envs)
         self._lengths = np.zeros(n_envs, dtype=np.int64)
         self._observations: FloatArray = np.zeros((n_envs, 0), dtype=np.float32)
@@ -92,10 +107,21 @@ class Collector:
         observations, info = self.envs.reset(seed=self.seed)
         self.envs.action_space.seed(self.seed)
         self._observations = _flat(observations, self.n)
-        return self._observations, _masks(info, self.n, self.num_actions)
+        self._masks = _masks(info, self.n, self.num_actions)
+        return self._observations, self._masks
 
-    def step(self, actions: IntArray) -> Step:
-        observations, rewards, terminated, truncated, info = self.envs.step(actions)
+    def env_actions(self, actions: ActionArray) -> ActionArray:
+        """What the env is stepped with: discrete actions as they are, continuous ones clipped
+        to the action box."""
+        if self._low is None or self._high is None:
+            return np.asarray(actions, dtype=np.int64)
+        flat = np.asarray(actions, dtype=np.float32).reshape(self.n, -1)
+        return np.clip(flat, self._low, self._high).reshape(self.n, *self._action_shape)
+
+    def step(self, actions: ActionArray) -> Step:
+        observations, rewards, terminated, truncated, info = self.envs.step(
+            self.env_actions(actions)
+        )
         next_observations = _flat(observations, self.n)
         next_masks = _masks(info, self.n, self.num_actions)
         final_observations = next_observations.copy()
@@ -118,7 +144,8 @@ class Collector:
         self._lengths[done] = 0
         step = Step(
             observations=self._observations,
-            actions=np.asarray(actions, dtype=np.int64),
+            masks=self._masks,
+            actions=np.asarray(actions, dtype=np.int64 if self._low is None else np.float32),
             rewards=rewards,
             final_observations=final_observations,
             final_masks=final_masks,
@@ -129,6 +156,7 @@ class Collector:
             finished=finished,
         )
         self._observations = next_observations
+        self._masks = next_masks
         return step
 
     def close(self) -> None:

@@ -15,8 +15,9 @@ from trainer.learner import BoolArray, FloatArray
 MAX_EPISODE_STEPS = 10_000
 """Evaluation episodes are cut after this many steps."""
 
-ActFn = Callable[[FloatArray, BoolArray | None], int]
-"""(flat observation, allowed-action mask or None) -> action."""
+ActFn = Callable[[FloatArray, BoolArray | None], Any]
+"""(flat observation, allowed-action mask or None) -> action: an int (discrete), or a float array
+(continuous; clipped to the action box here before the env sees it)."""
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,8 @@ def evaluate(
     ended after `max_steps` steps is cut there (envs without a time limit, such as
     CliffWalking-v1, would otherwise loop forever under a greedy policy that walks into a wall)."""
     env = make_env(env_id, **(env_kwargs or {}))
+    space: Any = env.action_space
+    continuous = not hasattr(space, "n")
     returns, lengths = [], []
     try:
         for episode in range(episodes):
@@ -66,6 +69,12 @@ def evaluate(
             total, length, done = 0.0, 0, False
             while not done:
                 action = act(flat_observation(observation), mask_from_info(info))
+                if continuous:
+                    action = np.clip(
+                        np.asarray(action, dtype=np.float32).reshape(space.shape),
+                        space.low,
+                        space.high,
+                    )
                 observation, reward, terminated, truncated, info = env.step(action)
                 total += float(reward)
                 length += 1

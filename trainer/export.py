@@ -27,19 +27,18 @@ from safetensors.torch import load_file, save_file
 import agentserve
 from agentserve.errors import AgentserveError
 from agentserve.manifest import (
+    CONTINUOUS_INPUTS,
+    CONTINUOUS_OUTPUTS,
+    DISCRETE_INPUTS,
+    DISCRETE_OUTPUTS,
     MANIFEST_FILE,
     ONNX_FILE,
-    ONNX_INPUT_ACTION_MASK,
-    ONNX_INPUT_OBSERVATION,
-    ONNX_OUTPUT_ACTION,
-    ONNX_OUTPUT_PROBABILITIES,
-    ONNX_OUTPUT_VALUES,
     WEIGHTS_FILE,
     Manifest,
     check_policy_name,
     sha256_file,
 )
-from agentserve.spaces import DiscreteSpec, SpaceSpec
+from agentserve.spaces import BoxSpec, DiscreteSpec, SpaceSpec
 from trainer.learner import Learner
 
 OPSET = 18
@@ -100,46 +99,41 @@ def _quiet() -> Iterator[None]:
         onnx_logger.setLevel(level)
 
 
-def export_onnx(module: torch.nn.Module, space: SpaceSpec, num_actions: int, path: Path) -> None:
+def export_onnx(
+    module: torch.nn.Module, space: SpaceSpec, action_space: SpaceSpec, path: Path
+) -> None:
+    """Discrete policies take (observation, action_mask), continuous ones the observation only
+    (see agentserve.manifest for the outputs)."""
     batch = torch.export.Dim("batch", min=1)
-    example = (
-        torch.zeros(observation_batch_shape(space, 2), dtype=torch.float32),
-        torch.ones((2, num_actions), dtype=torch.bool),
-    )
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
+    observation = torch.zeros(observation_batch_shape(space, 2), dtype=torch.float32)
+    if isinstance(action_space, DiscreteSpec):
+        example: tuple[torch.Tensor, ...] = (
+            observation,
+            torch.ones((2, action_space.n), dtype=torch.bool),
+        )
+        inputs, outputs = DISCRETE_INPUTS, DISCRETE_OUTPUTS
+    else:
+        example, inputs, outputs = (observation,), CONTINUOUS_INPUTS, CONTINUOUS_OUTPUTS
     with _quiet():
         torch.onnx.export(
             module,
             example,
             str(path),
-            input_names=[ONNX_INPUT_OBSERVATION, ONNX_INPUT_ACTION_MASK],
-            output_names=[ONNX_OUTPUT_ACTION, ONNX_OUTPUT_PROBABILITIES, ONNX_OUTPUT_VALUES],
-            dynamic_shapes={"observation": {0: batch}, "action_mask": {0: batch}},
+            input_names=list(inputs),
+            output_names=list(outputs),
+            dynamic_shapes={name: {0: batch} for name in inputs},
             opset_version=OPSET,
             dynamo=True,
             external_data=False,
         )
 
 
-def check_parity(
-    module: torch.nn.Module, onnx_path: Path, space: SpaceSpec, num_actions: int, seed: int = 0
-) -> float:
-    """Torch vs onnxruntime on random observations and masks; returns the largest difference."""
-    import onnxruntime as ort
-
-    rng = np.random.default_rng(seed)
-    observations = random_observations(space, PARITY_SAMPLES, rng)
-    masks = random_masks(num_actions, PARITY_SAMPLES, rng)
-    with torch.no_grad():
-        expected = [
-            t.numpy() for t in module(torch.from_numpy(observations), torch.from_numpy(masks))
-        ]
-    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-    got = session.run(
-        [ONNX_OUTPUT_ACTION, ONNX_OUTPUT_PROBABILITIES, ONNX_OUTPUT_VALUES],
-        {ONNX_INPUT_OBSERVATION: observations, ONNX_INPUT_ACTION_MASK: masks},
-    )
+def _compare(names: tuple[str, ...], expected: list[np.ndarray], got: list[np.ndarray]) -> float:
+    """Largest difference between torch and ONNX outputs; ExportError beyond the tolerance."""
     worst = 0.0
-    for name, want, have in zip(("probabilities", "values"), expected[1:], got[1:], strict=True):
+    for name, want, have in zip(names, expected, got, strict=True):
         if want.shape != have.shape:
             raise ExportError(f"ONNX {name} has shape {have.shape}, torch {want.shape}")
         if not np.allclose(want, have, rtol=PARITY_TOLERANCE, atol=PARITY_TOLERANCE):
@@ -148,6 +142,44 @@ def check_parity(
                 f"{np.abs(want - have).max():.3g} (tolerance {PARITY_TOLERANCE})"
             )
         worst = max(worst, float(np.abs(want - have).max()))
+    return worst
+
+
+def check_parity(
+    module: torch.nn.Module,
+    onnx_path: Path,
+    space: SpaceSpec,
+    action_space: SpaceSpec,
+    seed: int = 0,
+) -> float:
+    """Torch vs onnxruntime on random observations (and masks); returns the largest difference."""
+    import onnxruntime as ort
+
+    rng = np.random.default_rng(seed)
+    observations = random_observations(space, PARITY_SAMPLES, rng)
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    if not isinstance(action_space, DiscreteSpec):
+        with torch.no_grad():
+            expected = [t.numpy() for t in module(torch.from_numpy(observations))]
+        got = session.run(list(CONTINUOUS_OUTPUTS), {CONTINUOUS_INPUTS[0]: observations})
+        worst = _compare(CONTINUOUS_OUTPUTS, expected, got)
+        assert isinstance(action_space, BoxSpec)
+        low = np.asarray(action_space.low, dtype=np.float32)
+        high = np.asarray(action_space.high, dtype=np.float32)
+        if not ((got[0] >= low - 1e-6) & (got[0] <= high + 1e-6)).all():
+            raise ExportError("parity check failed: the greedy action leaves the action box")
+        return worst
+    num_actions = action_space.n
+    masks = random_masks(num_actions, PARITY_SAMPLES, rng)
+    with torch.no_grad():
+        expected = [
+            t.numpy() for t in module(torch.from_numpy(observations), torch.from_numpy(masks))
+        ]
+    got = session.run(
+        list(DISCRETE_OUTPUTS),
+        {DISCRETE_INPUTS[0]: observations, DISCRETE_INPUTS[1]: masks},
+    )
+    worst = _compare(DISCRETE_OUTPUTS[1:], expected[1:], got[1:])
     values = np.where(masks, expected[2], -np.inf)
     top2 = np.sort(values, axis=1)[:, -2:] if num_actions > 1 else None
     decisive = np.ones(len(values), bool) if top2 is None else (top2[:, 1] - top2[:, 0]) > 1e-4
@@ -174,10 +206,7 @@ def export_artifact(
     training: dict[str, Any],
 ) -> Path:
     """Writes the learner's policy as the next version of `name` in `repo`; returns its folder."""
-    if not isinstance(learner.action_space, DiscreteSpec):
-        raise ExportError("only discrete-action policies can be exported by this version")
     check_policy_name(name)
-    num_actions = learner.action_space.n
     module = learner.policy_module().eval()
     policy_dir = repo / name
     policy_dir.mkdir(parents=True, exist_ok=True)
@@ -190,8 +219,9 @@ def export_artifact(
         reloaded = load_file(str(tmp / WEIGHTS_FILE))
         if any(not torch.equal(tensors[k], reloaded[k]) for k in tensors):
             raise ExportError("weights did not survive a save/load round trip")
-        export_onnx(module, learner.observation_space, num_actions, tmp / ONNX_FILE)
-        worst = check_parity(module, tmp / ONNX_FILE, learner.observation_space, num_actions)
+        spaces = (learner.observation_space, learner.action_space)
+        export_onnx(module, *spaces, tmp / ONNX_FILE)
+        worst = check_parity(module, tmp / ONNX_FILE, *spaces)
         for path in (tmp / WEIGHTS_FILE, tmp / ONNX_FILE):
             _fsync(path)
         for attempt in range(100):

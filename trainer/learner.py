@@ -3,8 +3,10 @@
 Glossary:
 - *step*: one environment transition handed to `Learner.observe`.
 - *update*: one gradient step (or one table update) made by the learner.
-- *policy module*: the torch module `(observation, action_mask) -> (greedy_action, probabilities,
-  values)` that is exported to ONNX and served; the same signature for every algorithm.
+- *policy module*: the torch module that is exported to ONNX and served. Discrete actions:
+  `(observation, action_mask) -> (greedy_action, probabilities, values)`; continuous actions:
+  `(observation) -> (greedy_action, action_mean, action_log_std)` (see agentserve.manifest). The
+  same signature for every algorithm of a kind.
 
 The offline loop (`trainer.loop`) drives a learner with a Gymnasium env; the service drives the
 very same object with transitions assembled from remote feedback. The learner alone decides when to
@@ -30,30 +32,37 @@ LEARNER_RNG_STREAM = 0x1EA4
 FloatArray = npt.NDArray[np.float32]
 IntArray = npt.NDArray[np.int64]
 BoolArray = npt.NDArray[np.bool_]
+ActionArray = npt.NDArray[Any]
+"""[B] int64 discrete actions, or [B, D] float32 continuous actions."""
 
 
 @dataclass(frozen=True)
 class ActionBatch:
     """What `Learner.act` returns for a batch of B observations."""
 
-    actions: IntArray
-    """[B] discrete actions."""
+    actions: ActionArray
+    """[B] discrete actions, or [B, D] continuous actions. Continuous actions are what the
+    policy drew (a Gaussian policy's draw may leave the box; drivers clip it before the env)."""
     propensities: FloatArray
-    """[B] probability of each action under the acting (exploring) policy."""
+    """[B] probability (discrete) or probability density (continuous) of each action under the
+    acting (exploring) policy."""
     values: FloatArray | None = None
     """[B, A] Q-values, for value-based learners."""
 
 
 @dataclass(frozen=True)
 class TransitionBatch:
-    """B transitions (s, a, r, s', terminated, truncated) with the masks that applied at s'."""
+    """B transitions (s, a, r, s', terminated, truncated), with the masks at s and at s'."""
 
     observations: FloatArray
-    actions: IntArray
+    actions: ActionArray
+    """As `ActionBatch.actions` returned them (continuous: before any clipping to the box)."""
     rewards: FloatArray
     next_observations: FloatArray
     terminated: BoolArray
     truncated: BoolArray
+    action_masks: BoolArray | None = None
+    """[B, A] actions allowed at s (the mask `a` was chosen under); None = all allowed."""
     next_action_masks: BoolArray | None = None
     """[B, A] actions allowed at s'; None = all allowed. Targets maximise over allowed ones only."""
     next_actions: IntArray | None = None
@@ -74,8 +83,9 @@ class Learner(ABC):
 
     algorithm: ClassVar[str]
     """Registered name, e.g. "dqn"."""
-    distribution: ClassVar[str]
-    """How the served policy's probabilities arise: one of agentserve.manifest.DISTRIBUTIONS."""
+    distribution: str
+    """How the served policy's actions arise: one of agentserve.manifest.DISTRIBUTIONS (a
+    learner that supports several action spaces sets it per instance)."""
     config_class: ClassVar[type[Any]]
     runtimes: ClassVar[tuple[str, ...]] = ("onnx",)
     """Runtimes able to serve the exported policy, preferred first."""

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from agentserve.errors import ConfigError
@@ -71,9 +72,10 @@ class RunResult:
 
 
 def _greedy(learner: Learner) -> Any:
-    def act(observation: FloatArray, mask: BoolArray | None) -> int:
+    def act(observation: FloatArray, mask: BoolArray | None) -> Any:
         masks = None if mask is None else mask[None]
-        return int(learner.act(observation[None], masks, deterministic=True).actions[0])
+        action = learner.act(observation[None], masks, deterministic=True).actions[0]
+        return action if np.ndim(action) else int(action)
 
     return act
 

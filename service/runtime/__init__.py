@@ -29,12 +29,28 @@ class Inference:
     """[B, A] unmasked Q-values (value-based policies)."""
 
 
+@dataclass(frozen=True)
+class ContinuousInference:
+    greedy_actions: npt.NDArray[np.float32]
+    """[B, D] the noise-free action, inside the action box."""
+    means: npt.NDArray[np.float32]
+    """[B, D] mean of the Gaussian (before squashing, for squashed policies)."""
+    log_stds: npt.NDArray[np.float32]
+    """[B, D] log standard deviation of the Gaussian."""
+
+
 class Runtime(Protocol):
     name: str
 
     def infer(
         self, observations: npt.NDArray[np.float32], masks: npt.NDArray[np.bool_]
-    ) -> Inference: ...
+    ) -> Inference:
+        """Discrete policies."""
+        ...
+
+    def infer_continuous(self, observations: npt.NDArray[np.float32]) -> ContinuousInference:
+        """Continuous policies."""
+        ...
 
 
 RUNTIMES = ("onnx", "table")

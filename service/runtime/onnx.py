@@ -8,17 +8,14 @@ import onnxruntime as ort
 
 from agentserve.errors import ManifestError
 from agentserve.manifest import (
+    CONTINUOUS_OUTPUTS,
+    DISCRETE_OUTPUTS,
     ONNX_FILE,
     ONNX_INPUT_ACTION_MASK,
     ONNX_INPUT_OBSERVATION,
-    ONNX_OUTPUT_ACTION,
-    ONNX_OUTPUT_PROBABILITIES,
-    ONNX_OUTPUT_VALUES,
     Artifact,
 )
-from service.runtime import Inference
-
-OUTPUTS = [ONNX_OUTPUT_ACTION, ONNX_OUTPUT_PROBABILITIES, ONNX_OUTPUT_VALUES]
+from service.runtime import ContinuousInference, Inference
 
 
 class OnnxRuntime:
@@ -36,22 +33,36 @@ class OnnxRuntime:
             )
         except Exception as error:  # onnxruntime raises its own untyped errors
             raise ManifestError(f"{artifact.label}: policy.onnx does not load: {error}") from None
+        manifest = artifact.manifest
         inputs = {i.name for i in self.session.get_inputs()}
         outputs = {o.name for o in self.session.get_outputs()}
-        if (
-            inputs != {ONNX_INPUT_OBSERVATION, ONNX_INPUT_ACTION_MASK}
-            or not set(OUTPUTS) <= outputs
-        ):
-            raise ManifestError(f"{artifact.label}: policy.onnx has unexpected inputs/outputs")
+        if inputs != set(manifest.onnx_inputs) or not set(manifest.onnx_outputs) <= outputs:
+            raise ManifestError(
+                f"{artifact.label}: policy.onnx has inputs {sorted(inputs)} and outputs "
+                f"{sorted(outputs)}; a {'discrete' if manifest.is_discrete else 'continuous'} "
+                f"policy needs inputs {list(manifest.onnx_inputs)} and outputs "
+                f"{list(manifest.onnx_outputs)}"
+            )
 
     def infer(
         self, observations: npt.NDArray[np.float32], masks: npt.NDArray[np.bool_]
     ) -> Inference:
         greedy, probabilities, values = self.session.run(
-            OUTPUTS, {ONNX_INPUT_OBSERVATION: observations, ONNX_INPUT_ACTION_MASK: masks}
+            list(DISCRETE_OUTPUTS),
+            {ONNX_INPUT_OBSERVATION: observations, ONNX_INPUT_ACTION_MASK: masks},
         )
         return Inference(
             np.asarray(greedy, dtype=np.int64),
             np.asarray(probabilities, dtype=np.float32),
             np.asarray(values, dtype=np.float32),
+        )
+
+    def infer_continuous(self, observations: npt.NDArray[np.float32]) -> ContinuousInference:
+        greedy, means, log_stds = self.session.run(
+            list(CONTINUOUS_OUTPUTS), {ONNX_INPUT_OBSERVATION: observations}
+        )
+        return ContinuousInference(
+            np.asarray(greedy, dtype=np.float32),
+            np.asarray(means, dtype=np.float32),
+            np.asarray(log_stds, dtype=np.float32),
         )

@@ -12,7 +12,7 @@ from safetensors.numpy import load_file
 from agentserve.errors import ManifestError
 from agentserve.manifest import WEIGHTS_FILE, Artifact
 from agentserve.spaces import DiscreteSpec
-from service.runtime import Inference
+from service.runtime import ContinuousInference, Inference
 from trainer.core.masking import epsilon_greedy_probabilities, masked_argmax
 
 TABLE_TENSOR = "q_table"
@@ -53,3 +53,6 @@ class TableRuntime:
             epsilon_greedy_probabilities(values, masks, self.epsilon),
             values,
         )
+
+    def infer_continuous(self, observations: npt.NDArray[np.float32]) -> ContinuousInference:
+        raise ManifestError("the table runtime serves discrete actions only")

@@ -1,12 +1,14 @@
 """One table entry per registered algorithm: a small env and fast hyperparameters.
 
 A new algorithm only needs a new `CASES` entry; every parametrized learner and export test then
-covers it (`test_learners.test_every_algorithm_has_a_case` fails until it has one).
+covers it (`test_learners.test_every_algorithm_has_a_case` fails until it has one). An algorithm
+that supports a second kind of action space adds a `VARIANTS` entry ("ppo/continuous"), and the
+generic tests run over every *setup*: each case and each variant.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -14,7 +16,7 @@ import torch
 
 import trainer.envs  # noqa: F401  (registers agentserve/GridWorld-v0)
 from agentserve.envtools import flat_observation, mask_from_info
-from agentserve.spaces import DiscreteSpec, space_from_gym
+from agentserve.spaces import BoxSpec, DiscreteSpec, space_from_gym
 from trainer import registry
 from trainer.core.config import resolve
 from trainer.envs import make_env
@@ -27,6 +29,8 @@ class Case:
     env_id: str
     overrides: tuple[str, ...] = ()
     """`key=value` overrides that keep the learner small and make it learn within ~300 steps."""
+    algorithm: str = ""
+    """The registered algorithm (filled in from the key for `CASES`)."""
 
 
 CASES: dict[str, Case] = {
@@ -70,19 +74,58 @@ CASES: dict[str, Case] = {
 
 ALGORITHMS = registry.names()
 
+VARIANTS: dict[str, Case] = {
+    f"{name}/continuous": Case("Pendulum-v1", ("net_arch=[32, 32]", *small), algorithm=name)
+    for name, small in (
+        ("reinforce", ("batch_episodes=1",)),
+        ("a2c", ("n_steps=8",)),
+        ("ppo", ("n_steps=32", "batch_size=16", "n_epochs=2", "normalize_observations=true")),
+    )
+}
+"""Second action-space kinds of algorithms that support both (Box actions on Pendulum)."""
 
-def make_learner(algorithm: str, seed: int = 0, extra: tuple[str, ...] = ()) -> Learner:
-    """A fresh learner of `algorithm` on its case's env, configured through the presets."""
-    case = CASES[algorithm]
-    cls = registry.get(algorithm)
-    spec = resolve(algorithm, cls.config_class, case.env_id, [*case.overrides, *extra])
+SETUPS: dict[str, Case] = {
+    **{name: replace(case, algorithm=name) for name, case in CASES.items()},
+    **VARIANTS,
+}
+"""Every case and variant, by setup id: the algorithm's name, or "<name>/<variant>"."""
+
+
+def is_discrete(setup: str) -> bool:
+    env = make_env(SETUPS[setup].env_id)
+    try:
+        return hasattr(env.action_space, "n")
+    finally:
+        env.close()
+
+
+DISCRETE_SETUPS = [s for s in SETUPS if is_discrete(s)]
+CONTINUOUS_SETUPS = [s for s in SETUPS if not is_discrete(s)]
+
+
+def make_learner(setup: str, seed: int = 0, extra: tuple[str, ...] = ()) -> Learner:
+    """A fresh learner of a setup (an algorithm name, or "<name>/<variant>") on its case's env,
+    configured through the presets."""
+    case = SETUPS[setup]
+    cls = registry.get(case.algorithm)
+    spec = resolve(case.algorithm, cls.config_class, case.env_id, [*case.overrides, *extra])
     env = make_env(case.env_id, **spec.env_kwargs)
     try:
         observation_space = space_from_gym(env.observation_space)
         action_space = space_from_gym(env.action_space)
     finally:
         env.close()
-    return cls(observation_space, action_space, spec.config, seed)
+    learner = cls(observation_space, action_space, spec.config, seed)
+    _ENV_IDS[id(learner)] = case.env_id
+    return learner
+
+
+_ENV_IDS: dict[int, str] = {}
+
+
+def env_id_of(learner: Learner) -> str:
+    """The env of the setup `learner` was made for."""
+    return _ENV_IDS.get(id(learner), CASES[learner.algorithm].env_id)
 
 
 def num_actions(learner: Learner) -> int:
@@ -90,24 +133,46 @@ def num_actions(learner: Learner) -> int:
     return learner.action_space.n
 
 
+def is_continuous(learner: Learner) -> bool:
+    return isinstance(learner.action_space, BoxSpec)
+
+
+def random_actions(learner: Learner, count: int, rng: np.random.Generator) -> np.ndarray:
+    """Actions spread over the learner's action space: [count] indices or [count, D] floats."""
+    space = learner.action_space
+    if isinstance(space, DiscreteSpec):
+        return rng.integers(space.n, size=count).astype(np.int64)
+    low = np.maximum(np.asarray(space.low, dtype=np.float64), -10.0)
+    high = np.minimum(np.asarray(space.high, dtype=np.float64), 10.0)
+    return rng.uniform(low, high, size=(count, len(low))).astype(np.float32)
+
+
 def run_steps(learner: Learner, steps: int, seed: int = 0) -> None:
     """Drives `learner` for `steps` env steps, exploring, like `trainer.loop.train` does: the
     action at s' is chosen before `observe`, which gets it as `next_actions` (-1 where s' ended
     the episode)."""
 
-    def act(observation: Any, info: dict[str, Any]) -> int:
+    def act(observation: Any, info: dict[str, Any]) -> Any:
         mask = mask_from_info(info)
         masks = None if mask is None else mask[None]
         obs = flat_observation(observation)[None]
-        return int(learner.act(obs, masks, deterministic=False).actions[0])
+        action = learner.act(obs, masks, deterministic=False).actions[0]
+        return action if np.ndim(action) else int(action)
 
-    env = make_env(CASES[learner.algorithm].env_id)
+    env = make_env(env_id_of(learner))
+    continuous = not hasattr(env.action_space, "n")
     try:
         observation, info = env.reset(seed=seed)
         action = act(observation, info)
         for _ in range(steps):
             obs = flat_observation(observation)
-            observation, reward, terminated, truncated, info = env.step(action)
+            mask = mask_from_info(info)
+            env_action = (
+                np.clip(action, env.action_space.low, env.action_space.high)
+                if continuous
+                else action
+            )
+            observation, reward, terminated, truncated, info = env.step(env_action)
             next_obs = flat_observation(observation)
             next_mask = mask_from_info(info)
             done = terminated or truncated
@@ -117,13 +182,18 @@ def run_steps(learner: Learner, steps: int, seed: int = 0) -> None:
             learner.observe(
                 TransitionBatch(
                     observations=obs[None],
-                    actions=np.array([action], dtype=np.int64),
+                    actions=np.array([action], dtype=np.float32 if continuous else np.int64),
                     rewards=np.array([reward], dtype=np.float32),
                     next_observations=next_obs[None],
                     terminated=np.array([terminated]),
                     truncated=np.array([truncated]),
+                    action_masks=None if mask is None else mask[None],
                     next_action_masks=None if next_mask is None else next_mask[None],
-                    next_actions=np.array([-1 if done else next_action], dtype=np.int64),
+                    next_actions=(
+                        None
+                        if continuous
+                        else np.array([-1 if done else next_action], dtype=np.int64)
+                    ),
                 )
             )
             action = next_action
@@ -134,13 +204,28 @@ def run_steps(learner: Learner, steps: int, seed: int = 0) -> None:
 def random_transitions(learner: Learner, count: int, seed: int) -> list[TransitionBatch]:
     """`count` single-transition batches spread over the learner's spaces."""
     rng = np.random.default_rng(seed)
-    n = num_actions(learner)
     observations = random_observations(learner.observation_space, count, rng)
     next_observations = random_observations(learner.observation_space, count, rng)
-    actions = rng.integers(n, size=count).astype(np.int64)
+    actions = random_actions(learner, count, rng)
     rewards = rng.normal(size=count).astype(np.float32)
     terminated = rng.random(count) < 0.1
+    if is_continuous(learner):
+        return [
+            TransitionBatch(
+                observations=observations[i : i + 1],
+                actions=actions[i : i + 1],
+                rewards=rewards[i : i + 1],
+                next_observations=next_observations[i : i + 1],
+                terminated=terminated[i : i + 1],
+                truncated=np.zeros(1, dtype=np.bool_),
+            )
+            for i in range(count)
+        ]
+    n = num_actions(learner)
     masks = random_masks(n, count, rng)
+    # The action taken at s was allowed there: masks at s allow it.
+    masks_at_s = random_masks(n, count, rng)
+    masks_at_s[np.arange(count), actions] = True
     # An allowed action at s' (what an acting policy could have chosen), -1 where s' ended it.
     next_actions = np.array([rng.choice(np.flatnonzero(m)) for m in masks], dtype=np.int64)
     next_actions[terminated] = -1
@@ -152,6 +237,7 @@ def random_transitions(learner: Learner, count: int, seed: int) -> list[Transiti
             next_observations=next_observations[i : i + 1],
             terminated=terminated[i : i + 1],
             truncated=np.zeros(1, dtype=np.bool_),
+            action_masks=masks_at_s[i : i + 1],
             next_action_masks=masks[i : i + 1],
             next_actions=next_actions[i : i + 1],
         )
@@ -160,9 +246,14 @@ def random_transitions(learner: Learner, count: int, seed: int) -> list[Transiti
 
 
 def module_outputs(
-    module: torch.nn.Module, observations: np.ndarray, masks: np.ndarray
+    module: torch.nn.Module, observations: np.ndarray, masks: np.ndarray | None
 ) -> list[np.ndarray[Any, Any]]:
-    """(greedy_action, probabilities, values) of a policy module, as numpy arrays."""
+    """The outputs of a policy module as numpy arrays: (greedy_action, probabilities, values)
+    of a discrete policy, (greedy_action, action_mean, action_log_std) of a continuous one
+    (`masks` None)."""
     with torch.no_grad():
-        outputs = module.eval()(torch.from_numpy(observations), torch.from_numpy(masks))
+        inputs = [torch.from_numpy(observations)]
+        if masks is not None:
+            inputs.append(torch.from_numpy(masks))
+        outputs = module.eval()(*inputs)
     return [t.numpy() for t in outputs]

@@ -69,7 +69,12 @@ def test_dueling_export_has_parity(variant: str, tmp_path: Path) -> None:
     run_steps(learner, 120)
     artifact = export_artifact(learner, tmp_path, "cartpole-variant", "CartPole-v1", {})
     module = learner.policy_module().eval()
-    assert check_parity(module, artifact / "policy.onnx", learner.observation_space, 2) < 1e-5
+    assert (
+        check_parity(
+            module, artifact / "policy.onnx", learner.observation_space, learner.action_space
+        )
+        < 1e-5
+    )
     runtime = OnnxRuntime(load_manifest(artifact))
     rng = np.random.default_rng(0)
     observations = random_observations(learner.observation_space, 64, rng)

@@ -10,7 +10,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from learner_cases import ALGORITHMS, CASES, make_learner, module_outputs, num_actions, run_steps
+from learner_cases import (
+    SETUPS,
+    env_id_of,
+    is_continuous,
+    make_learner,
+    module_outputs,
+    num_actions,
+    run_steps,
+)
 from safetensors.torch import load_file
 
 import trainer.export
@@ -23,7 +31,7 @@ from agentserve.manifest import (
     load_manifest,
     sha256_file,
 )
-from agentserve.spaces import BoxSpec
+from agentserve.spaces import BoxSpec, DiscreteSpec
 from service.runtime import load_runtime
 from service.runtime.onnx import OnnxRuntime
 from service.runtime.table import TableRuntime
@@ -52,14 +60,16 @@ class Exported:
     second: Path
 
 
-@pytest.fixture(scope="module", params=ALGORITHMS)
+@pytest.fixture(scope="module", params=list(SETUPS))
 def exported(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Exported:
-    """A briefly trained learner of each algorithm, exported twice into one repository."""
-    algorithm: str = request.param
-    env_id = CASES[algorithm].env_id
-    learner = make_learner(algorithm)
+    """A briefly trained learner of each setup (every algorithm, and the second action-space
+    kind of those that support two), exported twice into one repository."""
+    setup: str = request.param
+    env_id = SETUPS[setup].env_id
+    learner = make_learner(setup)
     run_steps(learner, 300)
-    repo = tmp_path_factory.mktemp(f"export-{algorithm}")
+    repo = tmp_path_factory.mktemp(f"export-{setup.replace('/', '-')}")
+    algorithm = learner.algorithm
     name = default_policy_name(env_id, algorithm)
     first = export_artifact(learner, repo, name, env_id, {"note": "unit test", "seed": 0})
     second = export_artifact(learner, repo, name, env_id, {})
@@ -70,6 +80,11 @@ def served_inputs(learner: Learner, seed: int) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(seed)
     observations = random_observations(learner.observation_space, 1000, rng)
     return observations, random_masks(num_actions(learner), 1000, rng)
+
+
+def discrete_only(exported: Exported) -> None:
+    if is_continuous(exported.learner):
+        pytest.skip("discrete policies only (continuous ones: test_continuous_runtime_*)")
 
 
 def test_export_layout_and_versions(exported: Exported) -> None:
@@ -89,7 +104,7 @@ def test_manifest_describes_the_learner(exported: Exported) -> None:
     manifest = Manifest.from_json(data)
     assert (manifest.name, manifest.version) == (exported.name, 1)
     assert manifest.algorithm == exported.algorithm
-    assert manifest.env_id == CASES[exported.algorithm].env_id
+    assert manifest.env_id == env_id_of(exported.learner)
     assert manifest.observation_space == learner.observation_space
     assert manifest.action_space == learner.action_space
     assert manifest.distribution == learner.distribution
@@ -115,7 +130,7 @@ def test_check_parity_passes_on_the_exported_graph(exported: Exported) -> None:
         learner.policy_module().eval(),
         exported.first / ONNX_FILE,
         learner.observation_space,
-        num_actions(learner),
+        learner.action_space,
         seed=42,
     )
     assert 0.0 <= worst <= TOLERANCE
@@ -130,7 +145,7 @@ def test_check_parity_rejects_the_graph_of_another_module(exported: Exported) ->
             parameter.add_(torch.randn(parameter.shape, generator=generator))
     with pytest.raises(ExportError, match="parity"):
         check_parity(
-            perturbed, exported.first / ONNX_FILE, learner.observation_space, num_actions(learner)
+            perturbed, exported.first / ONNX_FILE, learner.observation_space, learner.action_space
         )
 
 
@@ -150,9 +165,10 @@ class ShiftedValues(torch.nn.Module):
 
 
 def test_check_parity_compares_values_too(exported: Exported) -> None:
+    discrete_only(exported)
     learner = exported.learner
     module = learner.policy_module().eval()
-    args = (exported.first / ONNX_FILE, learner.observation_space, num_actions(learner))
+    args = (exported.first / ONNX_FILE, learner.observation_space, learner.action_space)
     assert check_parity(ShiftedValues(module, 0.0), *args) <= TOLERANCE
     with pytest.raises(ExportError, match="values differ"):
         check_parity(ShiftedValues(module, 1e-3), *args)
@@ -170,9 +186,9 @@ class IgnoresMask(torch.nn.Module):
 def test_check_parity_refuses_a_graph_that_picks_masked_actions(tmp_path: Path) -> None:
     space = BoxSpec((3,), (-1.0, -1.0, -1.0), (1.0, 1.0, 1.0))
     module = IgnoresMask().eval()
-    export_onnx(module, space, 3, tmp_path / ONNX_FILE)
+    export_onnx(module, space, DiscreteSpec(3), tmp_path / ONNX_FILE)
     with pytest.raises(ExportError, match="masked action"):
-        check_parity(module, tmp_path / ONNX_FILE, space, 3)
+        check_parity(module, tmp_path / ONNX_FILE, space, DiscreteSpec(3))
 
 
 def test_weights_file_equals_module_state(exported: Exported) -> None:
@@ -184,6 +200,7 @@ def test_weights_file_equals_module_state(exported: Exported) -> None:
 
 
 def test_served_runtimes_agree_with_the_torch_module(exported: Exported) -> None:
+    discrete_only(exported)
     learner = exported.learner
     artifact = load_manifest(exported.first)
     observations, masks = served_inputs(learner, seed=11)
@@ -205,6 +222,7 @@ def test_served_runtimes_agree_with_the_torch_module(exported: Exported) -> None
 
 
 def test_onnx_runtime_constructed_directly(exported: Exported) -> None:
+    discrete_only(exported)
     learner = exported.learner
     runtime = OnnxRuntime(load_manifest(exported.second))
     observations, masks = served_inputs(learner, seed=12)
@@ -214,8 +232,55 @@ def test_onnx_runtime_constructed_directly(exported: Exported) -> None:
     np.testing.assert_allclose(result.probabilities, probabilities, rtol=TOLERANCE, atol=TOLERANCE)
 
 
+class ShiftedMean(torch.nn.Module):
+    """A continuous policy whose mean is moved by `shift` (greedy action and log std kept)."""
+
+    def __init__(self, inner: torch.nn.Module, shift: float) -> None:
+        super().__init__()
+        self.inner = inner
+        self.shift = shift
+
+    def forward(self, observation: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        greedy, mean, log_std = self.inner(observation)
+        return greedy, mean + self.shift, log_std
+
+
+def continuous_only(exported: Exported) -> None:
+    if not is_continuous(exported.learner):
+        pytest.skip("continuous policies only")
+
+
+def test_continuous_runtime_agrees_with_the_torch_module(exported: Exported) -> None:
+    continuous_only(exported)
+    learner = exported.learner
+    artifact = load_manifest(exported.first)
+    assert artifact.manifest.distribution in ("gaussian", "squashed_gaussian")
+    rng = np.random.default_rng(21)
+    observations = random_observations(learner.observation_space, 1000, rng)
+    expected = module_outputs(learner.policy_module(), observations, None)
+    result = OnnxRuntime(artifact).infer_continuous(observations)
+    got = [result.greedy_actions, result.means, result.log_stds]
+    for want, have in zip(expected, got, strict=True):
+        np.testing.assert_allclose(have, want, rtol=TOLERANCE, atol=TOLERANCE)
+    space = learner.action_space
+    assert isinstance(space, BoxSpec)
+    assert (result.greedy_actions >= np.asarray(space.low, np.float32)).all()
+    assert (result.greedy_actions <= np.asarray(space.high, np.float32)).all()
+
+
+def test_check_parity_compares_continuous_means(exported: Exported) -> None:
+    continuous_only(exported)
+    learner = exported.learner
+    module = learner.policy_module().eval()
+    args = (exported.first / ONNX_FILE, learner.observation_space, learner.action_space)
+    assert check_parity(ShiftedMean(module, 0.0), *args) <= TOLERANCE
+    with pytest.raises(ExportError, match="action_mean differ"):
+        check_parity(ShiftedMean(module, 1e-3), *args)
+
+
 def test_table_runtime_serves_tabular_policies_only(exported: Exported) -> None:
     artifact = load_manifest(exported.first)
+    discrete_only(exported)
     if "table" in artifact.manifest.runtimes:
         runtime = TableRuntime(artifact)
         observations, masks = served_inputs(exported.learner, seed=13)
@@ -235,7 +300,7 @@ def test_failed_export_leaves_nothing_behind(
         raise ExportError("simulated parity failure")
 
     monkeypatch.setattr(trainer.export, "check_parity", failing_parity)
-    env_id = CASES[exported.algorithm].env_id
+    env_id = env_id_of(exported.learner)
     with pytest.raises(ExportError, match="simulated"):
         export_artifact(exported.learner, tmp_path, "doomed", env_id, {})
     assert list((tmp_path / "doomed").iterdir()) == []
@@ -249,7 +314,7 @@ def test_failed_export_leaves_nothing_behind(
 
 
 def test_invalid_policy_name_is_refused_before_writing(exported: Exported, tmp_path: Path) -> None:
-    env_id = CASES[exported.algorithm].env_id
+    env_id = env_id_of(exported.learner)
     with pytest.raises(ManifestError, match="invalid policy name"):
         export_artifact(exported.learner, tmp_path / "repo", "../escape", env_id, {})
     assert not (tmp_path / "repo").exists()

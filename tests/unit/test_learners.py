@@ -1,4 +1,5 @@
-"""Every registered learner: masked acting, state round trips, determinism, its policy module."""
+"""Every registered learner, in every setup (learner_cases.SETUPS): masked acting, continuous
+acting, state round trips, determinism, its policy module."""
 
 from __future__ import annotations
 
@@ -9,6 +10,10 @@ import pytest
 from learner_cases import (
     ALGORITHMS,
     CASES,
+    CONTINUOUS_SETUPS,
+    DISCRETE_SETUPS,
+    SETUPS,
+    is_continuous,
     make_learner,
     module_outputs,
     num_actions,
@@ -18,6 +23,7 @@ from learner_cases import (
 from safetensors.numpy import save_file
 
 from agentserve.errors import ConfigError
+from agentserve.spaces import BoxSpec
 from trainer import registry
 from trainer.algos.qlearning import QLearning
 from trainer.core.checkpoint import load_checkpoint, save_checkpoint
@@ -27,6 +33,9 @@ from trainer.learner import Learner, LearnerState, TransitionBatch
 TRAIN_STEPS = 300
 
 each_algorithm = pytest.mark.parametrize("algorithm", ALGORITHMS)
+each_setup = pytest.mark.parametrize("algorithm", list(SETUPS))
+each_discrete = pytest.mark.parametrize("algorithm", DISCRETE_SETUPS)
+each_continuous = pytest.mark.parametrize("algorithm", CONTINUOUS_SETUPS)
 
 
 @each_algorithm
@@ -35,10 +44,19 @@ def test_every_algorithm_has_a_case(algorithm: str) -> None:
     assert registry.get(algorithm).algorithm == algorithm
 
 
-def observations_and_masks(learner: Learner, count: int, seed: int) -> tuple[np.ndarray, ...]:
+def observations_and_masks(
+    learner: Learner, count: int, seed: int
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Random observations, and random non-empty masks (None for continuous actions)."""
     rng = np.random.default_rng(seed)
     observations = random_observations(learner.observation_space, count, rng)
+    if is_continuous(learner):
+        return observations, None
     return observations, random_masks(num_actions(learner), count, rng)
+
+
+def outputs_differ(a: list[np.ndarray], b: list[np.ndarray]) -> bool:
+    return any(not np.array_equal(x, y) for x, y in zip(a, b, strict=True))
 
 
 def assert_same_state(a: LearnerState, b: LearnerState) -> None:
@@ -54,7 +72,7 @@ def states_differ(a: LearnerState, b: LearnerState) -> bool:
     return any(not np.array_equal(a.tensors[k], b.tensors[k]) for k in a.tensors)
 
 
-@each_algorithm
+@each_discrete
 @pytest.mark.parametrize("trained", [False, True])
 def test_act_never_returns_masked_action(algorithm: str, trained: bool) -> None:
     learner = make_learner(algorithm)
@@ -73,7 +91,7 @@ def test_act_never_returns_masked_action(algorithm: str, trained: bool) -> None:
                 np.testing.assert_array_equal(batch.propensities, 1.0)
 
 
-@each_algorithm
+@each_discrete
 def test_act_with_one_allowed_action_takes_it(algorithm: str) -> None:
     learner = make_learner(algorithm)
     n = num_actions(learner)
@@ -87,7 +105,7 @@ def test_act_with_one_allowed_action_takes_it(algorithm: str) -> None:
         np.testing.assert_allclose(batch.propensities, 1.0, rtol=1e-6)
 
 
-@each_algorithm
+@each_discrete
 def test_stochastic_act_explores(algorithm: str) -> None:
     learner = make_learner(algorithm)  # the cases start at epsilon 0.5
     n = num_actions(learner)
@@ -98,18 +116,60 @@ def test_stochastic_act_explores(algorithm: str) -> None:
     assert set(learner.act(many, None, deterministic=True).actions.tolist()) != set(range(n))
 
 
-@each_algorithm
+@each_discrete
 def test_policy_module_greedy_matches_deterministic_act(algorithm: str) -> None:
     learner = make_learner(algorithm)
     run_steps(learner, TRAIN_STEPS)
     observations, masks = observations_and_masks(learner, 1000, seed=5)
+    assert masks is not None
     greedy, probabilities, _ = module_outputs(learner.policy_module(), observations, masks)
     np.testing.assert_array_equal(greedy, learner.act(observations, masks, True).actions)
     assert (probabilities[~masks] == 0).all()
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
 
 
-@each_algorithm
+def box_bounds(learner: Learner) -> tuple[np.ndarray, np.ndarray]:
+    space = learner.action_space
+    assert isinstance(space, BoxSpec)
+    return np.asarray(space.low, np.float32), np.asarray(space.high, np.float32)
+
+
+@each_continuous
+@pytest.mark.parametrize("trained", [False, True])
+def test_continuous_act_shapes_bounds_and_densities(algorithm: str, trained: bool) -> None:
+    learner = make_learner(algorithm)
+    if trained:
+        run_steps(learner, TRAIN_STEPS)
+    low, high = box_bounds(learner)
+    observations, _ = observations_and_masks(learner, 500, seed=1)
+    greedy = learner.act(observations, None, deterministic=True)
+    assert greedy.actions.shape == (500, len(low))
+    assert greedy.actions.dtype == np.float32
+    assert ((greedy.actions >= low) & (greedy.actions <= high)).all()
+    np.testing.assert_array_equal(greedy.propensities, 1.0)
+    drawn = learner.act(observations, None, deterministic=False)
+    assert drawn.actions.shape == (500, len(low))
+    assert np.isfinite(drawn.actions).all()
+    assert (drawn.propensities > 0).all() and np.isfinite(drawn.propensities).all()
+    assert not np.array_equal(drawn.actions, greedy.actions)  # it explores
+
+
+@each_continuous
+def test_continuous_policy_module_matches_deterministic_act(algorithm: str) -> None:
+    learner = make_learner(algorithm)
+    run_steps(learner, TRAIN_STEPS)
+    low, high = box_bounds(learner)
+    observations, _ = observations_and_masks(learner, 1000, seed=5)
+    greedy, mean, log_std = module_outputs(learner.policy_module(), observations, None)
+    np.testing.assert_allclose(
+        greedy, learner.act(observations, None, True).actions, rtol=1e-6, atol=1e-6
+    )
+    assert ((greedy >= low) & (greedy <= high)).all()
+    assert mean.shape == log_std.shape == greedy.shape
+    assert np.isfinite(log_std).all()
+
+
+@each_setup
 def test_policy_module_is_a_snapshot(algorithm: str) -> None:
     learner = make_learner(algorithm)
     run_steps(learner, 100)
@@ -121,10 +181,10 @@ def test_policy_module_is_a_snapshot(algorithm: str) -> None:
     for a, b in zip(before, after, strict=True):
         np.testing.assert_array_equal(a, b)
     changed = module_outputs(learner.policy_module(), observations, masks)
-    assert not np.array_equal(before[2], changed[2])  # the learner itself did learn
+    assert outputs_differ(before, changed)  # the learner itself did learn
 
 
-@each_algorithm
+@each_setup
 def test_state_dict_is_a_snapshot(algorithm: str) -> None:
     learner = make_learner(algorithm)
     run_steps(learner, TRAIN_STEPS)
@@ -168,21 +228,21 @@ def resume_and_compare(algorithm: str, restore: str, tmp_path: Path) -> None:
     outputs_second = module_outputs(second.policy_module(), observations, masks)
     for a, b in zip(outputs_first, outputs_second, strict=True):
         np.testing.assert_array_equal(a, b)
-    assert not np.array_equal(before[2], outputs_first[2])  # they did learn, identically
+    assert outputs_differ(before, outputs_first)  # they did learn, identically
     assert_same_state(first.state_dict(), second.state_dict())
 
 
-@each_algorithm
+@each_setup
 def test_state_dict_round_trip(algorithm: str, tmp_path: Path) -> None:
     resume_and_compare(algorithm, "state", tmp_path)
 
 
-@each_algorithm
+@each_setup
 def test_checkpoint_round_trip(algorithm: str, tmp_path: Path) -> None:
     resume_and_compare(algorithm, "checkpoint", tmp_path)
 
 
-@each_algorithm
+@each_setup
 def test_same_seed_same_steps_same_state(algorithm: str) -> None:
     first, second, other = (make_learner(algorithm, seed=s) for s in (0, 0, 1))
     for learner in (first, second, other):
@@ -212,7 +272,7 @@ def test_load_checkpoint_of_a_missing_file(tmp_path: Path) -> None:
         load_checkpoint(tmp_path / "missing.safetensors")
 
 
-@each_algorithm
+@each_setup
 def test_load_checkpoint_of_a_truncated_file(algorithm: str, tmp_path: Path) -> None:
     path = tmp_path / "learner.safetensors"
     save_checkpoint(make_learner(algorithm).state_dict(), path)
@@ -235,7 +295,7 @@ def test_load_checkpoint_without_learner_metadata(tmp_path: Path) -> None:
         load_checkpoint(plain)
 
 
-@each_algorithm
+@each_setup
 def test_observe_counts_steps(algorithm: str) -> None:
     learner = make_learner(algorithm)
     for transition in random_transitions(learner, 25, seed=10):

@@ -5,14 +5,17 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from learner_cases import make_learner, random_transitions
+from learner_cases import make_learner, random_transitions, run_steps
+from torch.distributions import Normal, kl_divergence
 
 from agentserve.errors import ConfigError
 from agentserve.spaces import BoxSpec, DiscreteSpec
 from trainer.algos.a2c import A2C
-from trainer.algos.ppo import PPO, adapt_kl_beta, categorical_kl, clipped_surrogate_loss
+from trainer.algos.ppo import PPO, adapt_kl_beta, clipped_surrogate_loss
 from trainer.algos.reinforce import Reinforce
 from trainer.core import masking
+from trainer.core.normalization import ObservationNormalizer
+from trainer.core.policy_heads import GaussianHead, categorical_kl
 from trainer.core.rollout import compute_gae, discounted_returns
 from trainer.learner import TransitionBatch
 
@@ -176,7 +179,12 @@ def test_ppo_kl_penalty_adapts_beta_after_each_update_and_saves_it() -> None:
     assert other.kl_beta == learner.kl_beta
 
 
-def one_transition(observation: np.ndarray, terminated: bool, truncated: bool) -> TransitionBatch:
+def one_transition(
+    observation: np.ndarray,
+    terminated: bool,
+    truncated: bool,
+    action_masks: np.ndarray | None = None,
+) -> TransitionBatch:
     return TransitionBatch(
         observations=observation[None],
         actions=np.array([1]),
@@ -184,6 +192,7 @@ def one_transition(observation: np.ndarray, terminated: bool, truncated: bool) -
         next_observations=(observation + 1.0)[None],
         terminated=np.array([terminated]),
         truncated=np.array([truncated]),
+        action_masks=action_masks,
     )
 
 
@@ -194,8 +203,8 @@ def test_rollout_bootstraps_from_the_true_next_observation() -> None:
     learner.observe(one_transition(observation, False, True))
     learner.evaluate_rollout()
     with torch.no_grad():
-        expected = learner.net.critic(torch.from_numpy(observation + 1.0)[None])
-    assert learner.rollout.next_values_TN[0, 0] == pytest.approx(float(expected[0, 0]))
+        expected = learner.net.value(torch.from_numpy(observation + 1.0)[None])
+    assert learner.rollout.next_values_TN[0, 0] == pytest.approx(float(expected[0]))
 
 
 def test_rollout_stores_the_masks_actions_were_chosen_under() -> None:
@@ -204,8 +213,11 @@ def test_rollout_stores_the_masks_actions_were_chosen_under() -> None:
     observations = np.zeros((1, 4), dtype=np.float32)
     mask = np.array([[False, True]])
     assert learner.act(observations, mask, deterministic=False).actions[0] == 1
-    learner.observe(one_transition(observations[0], False, False))
+    learner.observe(one_transition(observations[0], False, False, mask))
     np.testing.assert_array_equal(learner.rollout.action_masks_TNA[0], mask)
+    # No mask in the transition: every action was allowed.
+    learner.observe(one_transition(observations[0], False, False))
+    assert learner.rollout.action_masks_TNA[1].all()
 
 
 def test_reinforce_episode_returns_and_truncation_bootstrap() -> None:
@@ -217,15 +229,87 @@ def test_reinforce_episode_returns_and_truncation_bootstrap() -> None:
     np.testing.assert_allclose(learner.finished[0][3], [1.5, 1.0])
     learner.observe(one_transition(observation, False, True))
     with torch.no_grad():
-        bootstrap = float(learner.net.critic(torch.ones(1, 4))[0, 0])
+        bootstrap = float(learner.net.value(torch.ones(1, 4))[0])
     np.testing.assert_allclose(learner.finished[1][3], [1.0 + 0.5 * bootstrap], rtol=1e-6)
     assert learner.num_updates == 0
 
 
-def test_continuous_actions_are_refused_clearly() -> None:
+def test_box_actions_are_accepted_and_box_observations_required() -> None:
     box = BoxSpec(shape=(2,), low=(-1.0, -1.0), high=(1.0, 1.0))
-    for cls in (PPO, Reinforce):
-        with pytest.raises(ConfigError, match="continuous actions are not supported"):
-            cls.check_spaces(box, box)
+    for cls in (PPO, Reinforce, A2C):
+        cls.check_spaces(box, box)
+        assert "continuous" in cls.action_spaces
         with pytest.raises(ConfigError, match="Box observation space"):
             cls.check_spaces(DiscreteSpec(n=3), DiscreteSpec(n=2))
+
+
+def gaussian_params(seed: int, batch: int = 64, dims: int = 3) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed)
+    mean = torch.randn(batch, dims, generator=generator)
+    log_std = 0.5 * torch.randn(batch, dims, generator=generator)
+    return torch.cat([mean, log_std], dim=-1)
+
+
+def test_gaussian_head_matches_torch_distributions() -> None:
+    space = BoxSpec(shape=(3,), low=(-1.0,) * 3, high=(1.0,) * 3)
+    head = GaussianHead(space, torch.nn.Parameter(torch.zeros(3)))
+    old, new = gaussian_params(0), gaussian_params(1)
+    actions = torch.randn(64, 3, generator=torch.Generator().manual_seed(2))
+    no_masks = torch.ones(64, 0, dtype=torch.bool)
+    reference_old = Normal(old[:, :3], old[:, 3:].exp())
+    reference_new = Normal(new[:, :3], new[:, 3:].exp())
+    torch.testing.assert_close(
+        head.log_prob(old, actions, no_masks), reference_old.log_prob(actions).sum(-1)
+    )
+    torch.testing.assert_close(head.entropy(old, no_masks), reference_old.entropy().sum(-1))
+    torch.testing.assert_close(
+        head.kl(old, new, no_masks), kl_divergence(reference_old, reference_new).sum(-1)
+    )
+    assert torch.allclose(head.kl(old, old, no_masks), torch.zeros(64), atol=1e-6)
+
+
+def test_gaussian_head_greedy_is_the_clipped_mean_and_draws_have_their_density() -> None:
+    space = BoxSpec(shape=(2,), low=(-1.0, 0.0), high=(1.0, 0.5))
+    head = GaussianHead(space, torch.nn.Parameter(torch.zeros(2)))
+    params = torch.tensor([[3.0, 0.2, -1.0, -1.0], [-0.5, -4.0, 0.0, 0.0]])
+    no_masks = torch.ones(2, 0, dtype=torch.bool)
+    greedy, ones = head.act(params, no_masks, True, np.random.default_rng(0))
+    np.testing.assert_allclose(greedy, [[1.0, 0.2], [-0.5, 0.0]])
+    np.testing.assert_array_equal(ones, 1.0)
+    drawn, densities = head.act(params, no_masks, False, np.random.default_rng(0))
+    expected = head.log_prob(params, torch.from_numpy(drawn), no_masks).exp().numpy()
+    np.testing.assert_allclose(densities, expected, rtol=1e-6)
+
+
+def test_continuous_ppo_update_starts_on_policy_and_learns() -> None:
+    learner = make_learner("ppo/continuous", extra=("normalize_observations=false",))
+    assert isinstance(learner, PPO)
+    run_steps(learner, 31)
+    assert learner.num_updates == 0
+    r = learner.rollout
+    learner.evaluate_rollout()
+    total = r.pos * r.n_envs
+    with torch.no_grad():
+        params = learner.net.policy(torch.from_numpy(r.observations_TNO[:31].reshape(total, -1)))
+        log_probs = learner.head.log_prob(
+            params,
+            torch.from_numpy(r.actions_TN[:31].reshape(total, -1)),
+            torch.ones(total, 0, dtype=torch.bool),
+        )
+    np.testing.assert_allclose(r.log_probs_TN[:31].reshape(total), log_probs.numpy(), rtol=1e-6)
+    before = learner.net.log_std.detach().clone()  # type: ignore[union-attr]
+    run_steps(learner, 1, seed=1)
+    assert learner.num_updates > 0
+    assert not torch.equal(before, learner.net.log_std.detach())  # type: ignore[union-attr]
+
+
+def test_normalizer_statistics_follow_the_observations_and_travel_in_the_export() -> None:
+    learner = make_learner("ppo/continuous")
+    assert isinstance(learner.net.normalizer, ObservationNormalizer)
+    run_steps(learner, 200)
+    normalizer = learner.net.normalizer
+    assert float(normalizer.count) == pytest.approx(200, abs=1e-6)
+    assert normalizer.var.min() > 0
+    exported = learner.policy_module()
+    names = set(exported.state_dict())
+    assert {"actor.0.mean", "actor.0.var", "actor.0.count"} <= names

@@ -4,7 +4,8 @@ Collects `n_steps` lockstep steps of every env (the offline loop's `n_envs`), co
 advantages (lambda = 1: plain n-step returns) with truncated episodes bootstrapping from their true
 last observation, then makes one gradient step on
     -mean(log pi(a|s) * A) + vf_coef * mean((R - V(s))^2) - ent_coef * mean(H(pi(.|s)))
-with the gradient norm clipped. Masks apply when acting and in log pi and H.
+with the gradient norm clipped. Masks apply when acting and in log pi and H. Discrete actions use
+a masked softmax policy, Box actions a Gaussian with a learned log std.
 """
 
 from __future__ import annotations
@@ -15,14 +16,13 @@ import torch
 import torch.nn.functional as F
 
 from agentserve.errors import ConfigError
-from trainer.core import masking
-from trainer.core.actor_critic import RolloutLearner, check_common
+from trainer.core.actor_critic import PolicyOptions, RolloutLearner, check_common
 from trainer.learner import FloatArray
 from trainer.registry import register
 
 
 @dataclass
-class A2CConfig:
+class A2CConfig(PolicyOptions):
     learning_rate: float = 7e-4
     """Optimizer step size (at the start, when the schedule is linear)."""
     learning_rate_schedule: str = "constant"
@@ -71,17 +71,16 @@ class A2C(RolloutLearner):
         total = r.pos * r.n_envs
         obs_MO = torch.from_numpy(r.observations_TNO.reshape(total, -1))
         mask_MA = torch.from_numpy(r.action_masks_TNA.reshape(total, -1))
-        actions_M = torch.from_numpy(r.actions_TN.reshape(total))
+        actions_M = torch.from_numpy(r.actions_TN.reshape(total, *r.action_shape))
         advantages_M = torch.from_numpy(advantages_TN.reshape(total))
         if self.config.normalize_advantage and total > 1:
             advantages_M = (advantages_M - advantages_M.mean()) / (advantages_M.std() + 1e-8)
         returns_M = torch.from_numpy(returns_TN.reshape(total))
-        logits_MA, values_M = self.net(obs_MO)
-        log_probs_MA = masking.masked_log_softmax(logits_MA, mask_MA)
-        log_probs_M = log_probs_MA.gather(1, actions_M.unsqueeze(1)).squeeze(1)
+        params_MP, values_M = self.net(obs_MO)
+        log_probs_M = self.head.log_prob(params_MP, actions_M, mask_MA)
         policy_loss = -(log_probs_M * advantages_M).mean()
         value_loss = F.mse_loss(values_M, returns_M)
-        entropy = masking.categorical_entropy(logits_MA, mask_MA).mean()
+        entropy = self.head.entropy(params_MP, mask_MA).mean()
         loss = policy_loss + self.config.vf_coef * value_loss - self.config.ent_coef * entropy
         self.gradient_step(loss)
         return {

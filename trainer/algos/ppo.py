@@ -1,4 +1,5 @@
-"""Proximal Policy Optimization (Schulman et al., 2017), PPO-Clip and PPO with adaptive KL penalty.
+"""Proximal Policy Optimization (Schulman et al., 2017), PPO-Clip and PPO with adaptive KL penalty,
+for Discrete actions (masked softmax) and Box actions (Gaussian with a learned log std).
 
 Collects `n_steps` lockstep steps of every env (the offline loop's `n_envs`), computes GAE(lambda)
 advantages (truncated episodes bootstrap from their true last observation), then makes `n_epochs`
@@ -29,14 +30,13 @@ import torch.nn.functional as F
 
 from agentserve.errors import ConfigError
 from agentserve.spaces import SpaceSpec
-from trainer.core import masking
-from trainer.core.actor_critic import RolloutLearner, check_common
+from trainer.core.actor_critic import PolicyOptions, RolloutLearner, check_common
 from trainer.learner import FloatArray
 from trainer.registry import register
 
 
 @dataclass
-class PPOConfig:
+class PPOConfig(PolicyOptions):
     learning_rate: float = 3e-4
     """Adam step size (at the start, when the schedule is linear)."""
     learning_rate_schedule: str = "constant"
@@ -108,14 +108,6 @@ def clipped_surrogate_loss(
     return -torch.min(ratio_M * advantages_M, clipped_M * advantages_M).mean()
 
 
-def categorical_kl(
-    old_log_probs_MA: torch.Tensor, log_probs_MA: torch.Tensor, mask_MA: torch.Tensor
-) -> torch.Tensor:
-    """[M] KL[pi_old || pi] over the allowed actions (log-probabilities from masked_log_softmax)."""
-    terms_MA = old_log_probs_MA.exp() * (old_log_probs_MA - log_probs_MA)
-    return torch.where(mask_MA, terms_MA, 0.0).sum(dim=-1)
-
-
 def adapt_kl_beta(beta: float, kl: float, target_kl: float) -> float:
     """Schulman et al. (2017), section 4: halve beta if d < d_targ / 1.5, double it if
     d > d_targ * 1.5, else keep it."""
@@ -153,15 +145,13 @@ class PPO(RolloutLearner):
         all_obs_MO = torch.from_numpy(r.observations_TNO.reshape(total, -1))
         all_mask_MA = torch.from_numpy(r.action_masks_TNA.reshape(total, -1))
         with torch.no_grad():
-            old_logits_MA = self.net.actor(all_obs_MO)
-            old_log_probs_all_MA = masking.masked_log_softmax(old_logits_MA, all_mask_MA)
+            old_params_MP = self.net.policy(all_obs_MO)
         sums = {"policy": 0.0, "value": 0.0, "entropy": 0.0, "clipped": 0.0, "loss": 0.0}
         count = 0
         for _ in range(c.n_epochs):
             for mb in r.minibatches(advantages_TN, returns_TN, c.batch_size, self.rng):
-                logits_MA, values_M = self.net(mb.observations)
-                log_probs_MA = masking.masked_log_softmax(logits_MA, mb.action_masks)
-                log_probs_M = log_probs_MA.gather(1, mb.actions.unsqueeze(1)).squeeze(1)
+                params_MP, values_M = self.net(mb.observations)
+                log_probs_M = self.head.log_prob(params_MP, mb.actions, mb.action_masks)
                 advantages_M = mb.advantages
                 if c.normalize_advantage and len(advantages_M) > 1:
                     advantages_M = (advantages_M - advantages_M.mean()) / (
@@ -169,9 +159,7 @@ class PPO(RolloutLearner):
                     )
                 if c.kl_penalty:
                     ratio_M = torch.exp(log_probs_M - mb.old_log_probs)
-                    kl_M = categorical_kl(
-                        old_log_probs_all_MA[mb.rows], log_probs_MA, mb.action_masks
-                    )
+                    kl_M = self.head.kl(old_params_MP[mb.rows], params_MP, mb.action_masks)
                     policy_loss = -(ratio_M * advantages_M).mean() + self.kl_beta * kl_M.mean()
                 else:
                     policy_loss = clipped_surrogate_loss(
@@ -182,7 +170,7 @@ class PPO(RolloutLearner):
                         values_M - mb.old_values, -c.clip_range_vf, c.clip_range_vf
                     )
                 value_loss = F.mse_loss(values_M, mb.returns)
-                entropy = masking.categorical_entropy(logits_MA, mb.action_masks).mean()
+                entropy = self.head.entropy(params_MP, mb.action_masks).mean()
                 loss = policy_loss + c.vf_coef * value_loss - c.ent_coef * entropy
                 self.gradient_step(loss)
                 with torch.no_grad():
@@ -194,8 +182,7 @@ class PPO(RolloutLearner):
                 sums["loss"] += float(loss.detach())
                 count += 1
         with torch.no_grad():
-            new_log_probs_MA = masking.masked_log_softmax(self.net.actor(all_obs_MO), all_mask_MA)
-            kl = float(categorical_kl(old_log_probs_all_MA, new_log_probs_MA, all_mask_MA).mean())
+            kl = float(self.head.kl(old_params_MP, self.net.policy(all_obs_MO), all_mask_MA).mean())
         scalars = {
             "train/loss": sums["loss"] / count,
             "train/policy_gradient_loss": sums["policy"] / count,

@@ -7,7 +7,8 @@ ended, one gradient step on
     -mean(log pi(a|s) * w) + vf_coef * mean((G - V(s))^2) - ent_coef * mean(H(pi(.|s)))
 where w = G - V(s) with `baseline` (the value network is then trained too) and w = G without, and
 `normalize_returns` scales w to zero mean and unit variance per update. Masks apply when acting
-and in log pi and H. Without a baseline the value network exists but is never trained.
+and in log pi and H. Without a baseline the value network exists but is never trained. Discrete
+actions use a masked softmax policy, Box actions a Gaussian with a learned log std.
 """
 
 from __future__ import annotations
@@ -22,15 +23,14 @@ import torch.nn.functional as F
 
 from agentserve.errors import ConfigError
 from agentserve.spaces import SpaceSpec
-from trainer.core import masking
-from trainer.core.actor_critic import PolicyGradientLearner, check_common
+from trainer.core.actor_critic import PolicyGradientLearner, PolicyOptions, check_common
 from trainer.core.rollout import discounted_returns
 from trainer.learner import TransitionBatch
 from trainer.registry import register
 
 
 @dataclass
-class ReinforceConfig:
+class ReinforceConfig(PolicyOptions):
     learning_rate: float = 1e-3
     """Optimizer step size (at the start, when the schedule is linear)."""
     learning_rate_schedule: str = "constant"
@@ -67,8 +67,9 @@ class ReinforceConfig:
             raise ConfigError("batch_episodes must be >= 1")
 
 
-Step = tuple[npt.NDArray[np.float32], int, float, npt.NDArray[np.bool_]]
-"""(observation, action, reward, action mask) of one step of an open episode."""
+Step = tuple[npt.NDArray[np.float32], npt.NDArray[Any], float, npt.NDArray[np.bool_]]
+"""(observation, action (a 0-d index or a [D] vector), reward, action mask) of one step of an
+open episode."""
 
 
 @register
@@ -92,17 +93,21 @@ class Reinforce(PolicyGradientLearner):
             if any(self.open):
                 raise ConfigError(f"episodes of {len(self.open)} envs are open; got {n_envs}")
             self.open = [[] for _ in range(n_envs)]
-        masks = self.masks_at(batch.observations)
+        self.observe_normalizer(batch)
+        masks = self._masks(batch.action_masks, n_envs)
         observations = np.asarray(batch.observations, dtype=np.float32).reshape(n_envs, -1)
+        actions = np.asarray(batch.actions, dtype=self.head.action_dtype).reshape(
+            n_envs, *self.head.action_shape
+        )
         for i in range(n_envs):
-            step = (observations[i], int(batch.actions[i]), float(batch.rewards[i]), masks[i])
+            step = (observations[i], actions[i], float(batch.rewards[i]), masks[i])
             self.open[i].append(step)
             if batch.terminated[i] or batch.truncated[i]:
                 bootstrap = 0.0
                 if batch.truncated[i] and not batch.terminated[i] and self.config.baseline:
                     with torch.no_grad():
                         last_O = torch.as_tensor(batch.next_observations[i], dtype=torch.float32)
-                        bootstrap = float(self.net.critic(last_O.reshape(1, -1))[0, 0])
+                        bootstrap = float(self.net.value(last_O.reshape(1, -1))[0])
                 self._finish(i, bootstrap)
         self.num_steps += n_envs
         if len(self.finished) < self.config.batch_episodes:
@@ -115,7 +120,7 @@ class Reinforce(PolicyGradientLearner):
         self.finished.append(
             (
                 np.stack([s[0] for s in steps]),
-                np.array([s[1] for s in steps], dtype=np.int64),
+                np.stack([s[1] for s in steps]),
                 np.stack([s[3] for s in steps]),
                 discounted_returns(rewards_E, self.config.gamma, bootstrap),
             )
@@ -128,17 +133,13 @@ class Reinforce(PolicyGradientLearner):
             torch.from_numpy(np.concatenate(parts)) for parts in zip(*self.finished, strict=True)
         )
         self.finished = []
-        logits_MA, values_M = self.net(obs_MO)
-        log_probs_M = (
-            masking.masked_log_softmax(logits_MA, masks_MA)
-            .gather(1, actions_M.unsqueeze(1))
-            .squeeze(1)
-        )
+        params_MP, values_M = self.net(obs_MO)
+        log_probs_M = self.head.log_prob(params_MP, actions_M, masks_MA)
         weights_M = returns_M - values_M.detach() if c.baseline else returns_M
         if c.normalize_returns and len(weights_M) > 1:
             weights_M = (weights_M - weights_M.mean()) / (weights_M.std() + 1e-8)
         policy_loss = -(log_probs_M * weights_M).mean()
-        entropy = masking.categorical_entropy(logits_MA, masks_MA).mean()
+        entropy = self.head.entropy(params_MP, masks_MA).mean()
         loss = policy_loss - c.ent_coef * entropy
         scalars = {"train/policy_loss": float(policy_loss.detach())}
         if c.baseline:
@@ -154,6 +155,7 @@ class Reinforce(PolicyGradientLearner):
 
     def _state_tensors(self) -> dict[str, npt.NDArray[Any]]:
         obs_size, n = self.obs_size, self.num_actions
+        shape, dtype = self.head.action_shape, self.head.action_dtype
         open_steps = [(i, s) for i, steps in enumerate(self.open) for s in steps]
         finished = list(zip(*self.finished, strict=True)) or [[], [], [], []]
         return {
@@ -163,14 +165,18 @@ class Reinforce(PolicyGradientLearner):
             "open.observations": np.array([s[0] for _, s in open_steps], np.float32).reshape(
                 -1, obs_size
             ),
-            "open.actions": np.array([s[1] for _, s in open_steps], dtype=np.int64),
+            "open.actions": np.array([s[1] for _, s in open_steps], dtype=dtype).reshape(
+                len(open_steps), *shape
+            ),
             "open.rewards": np.array([s[2] for _, s in open_steps], dtype=np.float32),
-            "open.masks": np.array([s[3] for _, s in open_steps], np.bool_).reshape(-1, n),
+            "open.masks": np.array([s[3] for _, s in open_steps], np.bool_).reshape(
+                len(open_steps), n
+            ),
             "finished.lengths": np.array([len(e[1]) for e in self.finished], dtype=np.int64),
             "finished.observations": np.concatenate(
                 [np.zeros((0, obs_size), np.float32), *finished[0]]
             ),
-            "finished.actions": np.concatenate([np.zeros(0, np.int64), *finished[1]]),
+            "finished.actions": np.concatenate([np.zeros((0, *shape), dtype), *finished[1]]),
             "finished.masks": np.concatenate([np.zeros((0, n), np.bool_), *finished[2]]),
             "finished.returns": np.concatenate([np.zeros(0, np.float32), *finished[3]]),
         }
@@ -182,7 +188,7 @@ class Reinforce(PolicyGradientLearner):
             self.open[int(env)].append(
                 (
                     np.array(tensors["open.observations"][k], dtype=np.float32),
-                    int(tensors["open.actions"][k]),
+                    np.array(tensors["open.actions"][k], dtype=self.head.action_dtype),
                     float(tensors["open.rewards"][k]),
                     np.array(tensors["open.masks"][k], dtype=np.bool_),
                 )

@@ -1,18 +1,17 @@
-"""What the policy-gradient learners (reinforce, a2c, ppo) share: a masked softmax policy over an
-actor-critic network, acting with the learner's generator, the exported policy module, optimizers,
-learning-rate schedules, and (for a2c and ppo) rollout collection with GAE.
+"""What the policy-gradient learners (reinforce, a2c, ppo) share: a policy head (masked softmax
+for Discrete actions, Gaussian for Box actions; trainer.core.policy_heads) over an actor-critic
+network with optional observation normalization, acting with the learner's generator, the
+exported policy module, optimizers, learning-rate schedules, and (for a2c and ppo) rollout
+collection with GAE.
 
-Action masks: a `TransitionBatch` carries the masks at s' but not at s, so the learner remembers
-the masks of its last two exploring `act` calls and looks up the batch's observations there (the
-offline loop chooses the action at s' before handing over (s, a), hence two). Observations that
-were not acted on here (e.g. transitions replayed from elsewhere) count as all actions allowed.
+Action masks: the masks at s come with each `TransitionBatch` (`action_masks`); none means every
+action was allowed.
 """
 
 from __future__ import annotations
 
-import copy
 from abc import abstractmethod
-from collections import deque
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -22,14 +21,34 @@ from torch import nn
 
 from agentserve.errors import ConfigError
 from agentserve.spaces import BoxSpec, DiscreteSpec, SpaceSpec
-from trainer.core import masking
+from trainer.core import normalization
 from trainer.core.checkpoint import load_module_tensors, module_tensors
 from trainer.core.networks import ActorCritic
+from trainer.core.policy_heads import (  # SoftmaxPolicy: re-exported
+    CategoricalHead,
+    GaussianHead,
+    PolicyHead,
+    SoftmaxPolicy,
+)
 from trainer.core.rollout import RolloutBuffer, compute_gae
 from trainer.learner import ActionBatch, BoolArray, FloatArray, Learner, TransitionBatch
 
+__all__ = ["PolicyGradientLearner", "PolicyOptions", "RolloutLearner", "SoftmaxPolicy"]
+
 OPTIMIZERS = ("adam", "rmsprop")
 SCHEDULES = ("constant", "linear")
+
+
+@dataclass
+class PolicyOptions:
+    """Options every policy-gradient config shares (their fields come first)."""
+
+    normalize_observations: bool = False
+    """Normalise observations by running mean and variance (saved in the exported graph)."""
+    normalize_clip: float = 10.0
+    """Clip normalised observations to +- this."""
+    log_std_init: float = 0.0
+    """Initial log standard deviation of a Gaussian policy (Box actions only)."""
 
 
 def check_common(config: Any) -> None:
@@ -42,36 +61,42 @@ def check_common(config: Any) -> None:
         raise ConfigError("learning_rate and max_grad_norm must be > 0")
     if not 0 <= config.gamma <= 1:
         raise ConfigError("gamma must lie in [0, 1]")
-
-
-class SoftmaxPolicy(nn.Module):
-    """(observation [B, obs], mask [B, A]) -> (masked argmax, masked softmax, policy logits)."""
-
-    def __init__(self, actor: nn.Module) -> None:
-        super().__init__()
-        self.actor = actor
-
-    def forward(
-        self, observation: torch.Tensor, action_mask: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        logits_BA = self.actor(observation.reshape(observation.shape[0], -1))
-        return masking.categorical_head(logits_BA, action_mask)
+    if config.normalize_clip <= 0:
+        raise ConfigError("normalize_clip must be > 0")
 
 
 class PolicyGradientLearner(Learner):
     """Acting, masks, export, optimizer and schedule shared by the policy-gradient learners.
-    Served distribution: "softmax" (the "values" output holds the policy logits)."""
+    Served distribution: "softmax" (the "values" output holds the policy logits) for Discrete
+    actions, "gaussian" for Box actions."""
 
     distribution = "softmax"
+    action_spaces = ("discrete", "continuous")
 
     def __init__(
         self, observation_space: SpaceSpec, action_space: SpaceSpec, config: Any, seed: int
     ) -> None:
         super().__init__(observation_space, action_space, config, seed)
-        assert isinstance(action_space, DiscreteSpec)
-        self.num_actions = action_space.n
         self.obs_size = observation_space.flat_size
-        self.net = ActorCritic(self.obs_size, config.net_arch, self.num_actions)
+        normalizer = normalization.input_layer(
+            self.obs_size, config.normalize_observations, config.normalize_clip
+        )
+        if isinstance(action_space, DiscreteSpec):
+            self.net = ActorCritic(self.obs_size, config.net_arch, action_space.n, normalizer)
+            self.head: PolicyHead = CategoricalHead(action_space.n)
+        else:
+            assert isinstance(action_space, BoxSpec)
+            self.net = ActorCritic(
+                self.obs_size,
+                config.net_arch,
+                action_space.flat_size,
+                normalizer,
+                config.log_std_init,
+            )
+            assert self.net.log_std is not None
+            self.head = GaussianHead(action_space, self.net.log_std)
+        self.distribution = self.head.distribution
+        self.num_actions = self.head.mask_width
         params = self.net.parameters()
         self.optimizer: torch.optim.Optimizer = (
             torch.optim.Adam(params, lr=config.learning_rate, eps=config.optimizer_eps)
@@ -83,50 +108,36 @@ class PolicyGradientLearner(Learner):
                 eps=config.optimizer_eps,
             )
         )
-        self._acted: deque[tuple[FloatArray, BoolArray]] = deque(maxlen=2)
 
     @classmethod
     def check_spaces(cls, observation_space: SpaceSpec, action_space: SpaceSpec) -> None:
         if not isinstance(observation_space, BoxSpec):
             raise ConfigError(f"{cls.algorithm} needs a Box observation space")
-        if not isinstance(action_space, DiscreteSpec):
-            raise ConfigError(
-                f"{cls.algorithm} needs a Discrete action space (continuous actions are not "
-                "supported yet)"
-            )
 
     @property
     def serving_epsilon(self) -> float:
         return 0.0
 
     def _masks(self, masks: BoolArray | None, batch: int) -> BoolArray:
-        return masking.all_allowed(batch, self.num_actions) if masks is None else masks
+        if masks is None:
+            return np.ones((batch, self.num_actions), dtype=np.bool_)
+        return np.asarray(masks, dtype=np.bool_).reshape(batch, self.num_actions)
 
     def act(
         self, observations: FloatArray, action_masks: BoolArray | None, deterministic: bool
     ) -> ActionBatch:
         batch = len(observations)
-        masks = self._masks(action_masks, batch)
-        mask_BA = torch.from_numpy(np.asarray(masks, dtype=np.bool_))
+        mask_BA = torch.from_numpy(self._masks(action_masks, batch))
         with torch.no_grad():
             obs_BO = torch.as_tensor(observations, dtype=torch.float32).reshape(batch, -1)
-            logits_BA = self.net.actor(obs_BO)
-            if deterministic:
-                actions_B = masking.masked_argmax_torch(logits_BA, mask_BA)
-                return ActionBatch(actions_B.numpy(), np.ones(batch, dtype=np.float32))
-            actions_B = masking.sample_categorical(logits_BA, mask_BA, self.rng)
-            probabilities_BA = masking.masked_probabilities(logits_BA, mask_BA)
-            chosen_B = probabilities_BA.gather(1, actions_B.unsqueeze(1)).squeeze(1)
-        self._acted.append((np.array(observations, dtype=np.float32).reshape(batch, -1), masks))
-        return ActionBatch(actions_B.numpy(), chosen_B.numpy())
+            actions, propensities = self.head.act(
+                self.net.policy(obs_BO), mask_BA, deterministic, self.rng
+            )
+        return ActionBatch(actions, propensities)
 
-    def masks_at(self, observations: FloatArray) -> BoolArray:
-        """The masks the observations were acted on under (see the module docstring)."""
-        flat = np.asarray(observations, dtype=np.float32).reshape(len(observations), -1)
-        for acted, masks in reversed(self._acted):
-            if acted.shape == flat.shape and np.array_equal(acted, flat):
-                return masks.copy()
-        return masking.all_allowed(len(flat), self.num_actions)
+    def observe_normalizer(self, batch: TransitionBatch) -> None:
+        """Updates the observation statistics (if normalizing) with the batch's observations."""
+        normalization.update(self.net.normalizer, batch.observations)
 
     def current_learning_rate(self) -> float:
         c = self.config
@@ -146,10 +157,13 @@ class PolicyGradientLearner(Learner):
         self.num_updates += 1
 
     def policy_module(self) -> nn.Module:
-        return SoftmaxPolicy(copy.deepcopy(self.net.actor))
+        return self.head.policy_module(self.net.exported_actor())
 
     def extra_scalars(self) -> dict[str, float]:
-        return {"train/learning_rate": self.current_learning_rate()}
+        scalars = {"train/learning_rate": self.current_learning_rate()}
+        if self.net.log_std is not None:
+            scalars["train/std"] = float(self.net.log_std.detach().exp().mean())
+        return scalars
 
     def _network_tensors(self) -> dict[str, npt.NDArray[Any]]:
         return {**module_tensors(self.net, "net."), **module_tensors(self.optimizer, "optimizer.")}
@@ -166,9 +180,16 @@ class RolloutLearner(PolicyGradientLearner):
         self, observation_space: SpaceSpec, action_space: SpaceSpec, config: Any, seed: int
     ) -> None:
         super().__init__(observation_space, action_space, config, seed)
-        self.rollout = RolloutBuffer(config.n_steps, self.obs_size, self.num_actions)
+        self.rollout = RolloutBuffer(
+            config.n_steps,
+            self.obs_size,
+            self.num_actions,
+            self.head.action_shape,
+            self.head.action_dtype,
+        )
 
     def observe(self, batch: TransitionBatch) -> dict[str, float]:
+        self.observe_normalizer(batch)
         self.rollout.add(
             batch.observations,
             batch.actions,
@@ -176,7 +197,7 @@ class RolloutLearner(PolicyGradientLearner):
             batch.next_observations,
             batch.terminated,
             batch.truncated,
-            self.masks_at(batch.observations),
+            self._masks(batch.action_masks, len(batch.actions)),
         )
         self.num_steps += len(batch.actions)
         if not self.rollout.full:
@@ -201,13 +222,15 @@ class RolloutLearner(PolicyGradientLearner):
         total = r.pos * r.n_envs
         with torch.no_grad():
             obs_MO = torch.from_numpy(r.observations_TNO[: r.pos].reshape(total, -1))
-            logits_MA, values_M = self.net(obs_MO)
-            next_values_M = self.net.critic(
+            params_MP, values_M = self.net(obs_MO)
+            next_values_M = self.net.value(
                 torch.from_numpy(r.next_observations_TNO[: r.pos].reshape(total, -1))
-            ).squeeze(-1)
-            log_probs_M = masking.masked_log_softmax(
-                logits_MA, torch.from_numpy(r.action_masks_TNA[: r.pos].reshape(total, -1))
-            ).gather(1, torch.from_numpy(r.actions_TN[: r.pos].reshape(total, 1)))
+            )
+            log_probs_M = self.head.log_prob(
+                params_MP,
+                torch.from_numpy(r.actions_TN[: r.pos].reshape(total, *r.action_shape)),
+                torch.from_numpy(r.action_masks_TNA[: r.pos].reshape(total, -1)),
+            )
         shape = (r.pos, r.n_envs)
         r.values_TN[: r.pos] = values_M.numpy().reshape(shape)
         r.next_values_TN[: r.pos] = next_values_M.numpy().reshape(shape)

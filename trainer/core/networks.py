@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 
 import torch
@@ -67,16 +68,49 @@ def _orthogonal(layer: nn.Linear, gain: float) -> nn.Linear:
 
 
 class ActorCritic(nn.Module):
-    """Separate policy and value MLPs (no shared trunk, as SB3's default for MlpPolicy):
-    `forward(observations_BO) -> (logits_BA, values_B)`. The policy output layer starts near zero
-    (gain 0.01), so the initial policy is close to uniform over the allowed actions."""
+    """Separate policy and value MLPs (no shared trunk, as SB3's default for MlpPolicy) behind an
+    optional input normalizer. The policy output layer starts near zero (gain 0.01), so the
+    initial policy is close to uniform over the allowed actions (or centred on 0 for Gaussian
+    policies, whose learned state-independent log std starts at `log_std_init`).
 
-    def __init__(self, in_features: int, hidden: Sequence[int], num_actions: int) -> None:
+    `policy(obs)` gives the distribution parameters (trainer.core.policy_heads): the logits, or
+    the mean and log std side by side; `forward(obs) -> (parameters, values_B)`."""
+
+    def __init__(
+        self,
+        in_features: int,
+        hidden: Sequence[int],
+        num_outputs: int,
+        normalizer: nn.Module | None = None,
+        log_std_init: float | None = None,
+    ) -> None:
         super().__init__()
-        self.actor = orthogonal_mlp(in_features, hidden, num_actions, 0.01)
+        self.normalizer = normalizer if normalizer is not None else nn.Identity()
+        self.actor = orthogonal_mlp(in_features, hidden, num_outputs, 0.01)
         self.critic = orthogonal_mlp(in_features, hidden, 1, 1.0)
+        self.log_std: nn.Parameter | None = (
+            None
+            if log_std_init is None
+            else nn.Parameter(torch.full((num_outputs,), float(log_std_init)))
+        )
+
+    def _parameters_of(self, actor_out: torch.Tensor) -> torch.Tensor:
+        if self.log_std is None:
+            return actor_out
+        return torch.cat([actor_out, self.log_std.expand_as(actor_out)], dim=-1)
+
+    def policy(self, observations_BO: torch.Tensor) -> torch.Tensor:
+        return self._parameters_of(self.actor(self.normalizer(observations_BO)))
+
+    def value(self, observations_BO: torch.Tensor) -> torch.Tensor:
+        values_B: torch.Tensor = self.critic(self.normalizer(observations_BO)).squeeze(-1)
+        return values_B
 
     def forward(self, observations_BO: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        logits_BA: torch.Tensor = self.actor(observations_BO)
-        values_B: torch.Tensor = self.critic(observations_BO).squeeze(-1)
-        return logits_BA, values_B
+        features_BO = self.normalizer(observations_BO)
+        values_B: torch.Tensor = self.critic(features_BO).squeeze(-1)
+        return self._parameters_of(self.actor(features_BO)), values_B
+
+    def exported_actor(self) -> nn.Module:
+        """A copy of normalizer + actor: observation -> logits, or -> mean."""
+        return copy.deepcopy(nn.Sequential(self.normalizer, self.actor))

@@ -16,7 +16,7 @@ import numpy.typing as npt
 import torch
 
 from agentserve.errors import ConfigError
-from trainer.learner import BoolArray, FloatArray, IntArray
+from trainer.learner import ActionArray, BoolArray, FloatArray
 
 
 class RolloutMinibatch(NamedTuple):
@@ -25,9 +25,9 @@ class RolloutMinibatch(NamedTuple):
     observations: torch.Tensor
     """[M, obs]"""
     actions: torch.Tensor
-    """[M] int64"""
+    """[M] int64, or [M, D] float32 continuous actions"""
     action_masks: torch.Tensor
-    """[M, A] bool: the masks the actions were chosen under."""
+    """[M, A] bool: the masks the actions were chosen under (A = 0 for continuous actions)."""
     old_values: torch.Tensor
     """[M] V(s) of the networks that collected the rollout."""
     old_log_probs: torch.Tensor
@@ -80,12 +80,23 @@ def discounted_returns(rewards_T: FloatArray, gamma: float, bootstrap: float = 0
 
 
 class RolloutBuffer:
-    """`n_steps` lockstep steps of N envs; N is fixed by the first batch of a rollout."""
+    """`n_steps` lockstep steps of N envs; N is fixed by the first batch of a rollout. Actions
+    are stored as given: `actions_TN` is [T, N] int64 for discrete actions, [T, N, D] float32 for
+    continuous ones (`action_shape` (D,), `action_dtype` float32)."""
 
-    def __init__(self, n_steps: int, obs_size: int, num_actions: int) -> None:
+    def __init__(
+        self,
+        n_steps: int,
+        obs_size: int,
+        mask_width: int,
+        action_shape: tuple[int, ...] = (),
+        action_dtype: Any = np.int64,
+    ) -> None:
         self.n_steps = n_steps
         self.obs_size = obs_size
-        self.num_actions = num_actions
+        self.mask_width = mask_width
+        self.action_shape = action_shape
+        self.action_dtype = action_dtype
         self.pos = 0
         self._allocate(0)
 
@@ -94,11 +105,11 @@ class RolloutBuffer:
         self.n_envs = n_envs
         self.observations_TNO = np.zeros((*shape, self.obs_size), dtype=np.float32)
         self.next_observations_TNO = np.zeros((*shape, self.obs_size), dtype=np.float32)
-        self.actions_TN = np.zeros(shape, dtype=np.int64)
+        self.actions_TN = np.zeros((*shape, *self.action_shape), dtype=self.action_dtype)
         self.rewards_TN = np.zeros(shape, dtype=np.float32)
         self.terminated_TN = np.zeros(shape, dtype=np.bool_)
         self.truncated_TN = np.zeros(shape, dtype=np.bool_)
-        self.action_masks_TNA = np.ones((*shape, self.num_actions), dtype=np.bool_)
+        self.action_masks_TNA = np.ones((*shape, self.mask_width), dtype=np.bool_)
         self.values_TN = np.zeros(shape, dtype=np.float32)
         self.next_values_TN = np.zeros(shape, dtype=np.float32)
         self.log_probs_TN = np.zeros(shape, dtype=np.float32)
@@ -110,7 +121,7 @@ class RolloutBuffer:
     def add(
         self,
         observations: FloatArray,
-        actions: IntArray,
+        actions: ActionArray,
         rewards: FloatArray,
         next_observations: FloatArray,
         terminated: BoolArray,
@@ -127,7 +138,7 @@ class RolloutBuffer:
         t = self.pos
         self.observations_TNO[t] = observations.reshape(n_envs, -1)
         self.next_observations_TNO[t] = next_observations.reshape(n_envs, -1)
-        self.actions_TN[t] = actions
+        self.actions_TN[t] = np.asarray(actions).reshape(n_envs, *self.action_shape)
         self.rewards_TN[t] = rewards
         self.terminated_TN[t] = terminated
         self.truncated_TN[t] = truncated
@@ -149,7 +160,7 @@ class RolloutBuffer:
         total = self.pos * self.n_envs
         flat: dict[str, npt.NDArray[Any]] = {
             "observations": self.observations_TNO[: self.pos].reshape(total, -1),
-            "actions": self.actions_TN[: self.pos].reshape(total),
+            "actions": self.actions_TN[: self.pos].reshape(total, *self.action_shape),
             "action_masks": self.action_masks_TNA[: self.pos].reshape(total, -1),
             "old_values": self.values_TN[: self.pos].reshape(total),
             "old_log_probs": self.log_probs_TN[: self.pos].reshape(total),
