@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 INSTALL := scripts/install.sh $(VENV) dev
 
-.PHONY: install run test check lint typecheck proto proto-check learning bench-learning bench-cliff bench-bandits bundle clean bench-sb3
+.PHONY: install run test check lint typecheck proto proto-check learning bench-learning bench-cliff bench-bandits bench-sb3 bench-report bundle clean
 
 install:
 	@$(INSTALL)
@@ -37,21 +37,29 @@ proto-check: install
 learning: install
 	$(PY) -m pytest -q -m slow tests/learning
 
-## Run every reference learning check over its seeds; writes docs/learning-results.md + PNG.
+## Benchmarks store their results in docs/results/*.json and re-render docs/benchmarks.md.
+## Extra arguments: make bench-learning ARGS='--only "ppo on CartPole" --jobs 2'.
+ARGS ?=
+
+## Every reference row over its seeds (hours on two cores; merged row by row and seed by seed).
 bench-learning: install
-	$(PY) benchmarks/learning.py
+	$(VENV)/bin/agentserve benchmark reference $(ARGS)
 
-## SARSA against Q-learning on the cliff walk (Sutton & Barto Example 6.6); writes docs/cliff-walking.md + PNG.
+## SARSA against Q-learning on the cliff walk (Sutton & Barto Example 6.6); also docs/cliff-walking.md + PNG.
 bench-cliff: install
-	$(PY) benchmarks/cliff_walking.py
+	$(PY) benchmarks/cliff_walking.py $(ARGS)
 
-## Bandits on the 10-armed testbed (Sutton & Barto figures 2.2, 2.4); writes docs/bandits.md + PNGs.
+## Bandits on the 10-armed testbed (Sutton & Barto figures 2.2, 2.4); also docs/bandits.md + PNGs.
 bench-bandits: install
-	$(PY) benchmarks/bandits.py
+	$(PY) benchmarks/bandits.py $(ARGS)
 
-## Training speed side by side with Stable-Baselines3; writes docs/speed-vs-sb3.md.
+## Training speed side by side with Stable-Baselines3 (same presets, seeds, machine, interleaved).
 bench-sb3: install
-	$(VENV)/bin/agentserve benchmark --seeds 3
+	$(VENV)/bin/agentserve benchmark speed --seeds 3 $(ARGS)
+
+## docs/benchmarks.md from the stored results only (no training).
+bench-report: install
+	$(VENV)/bin/agentserve benchmark report
 
 ## Retrain the bundled default model repository (service/default_models).
 bundle: install

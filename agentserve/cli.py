@@ -177,18 +177,99 @@ def cmd_algos(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_benchmark(args: argparse.Namespace) -> int:
+def _require(module: str, extra: str, what: str) -> None:
     try:
-        import stable_baselines3  # noqa: F401
+        __import__(module)
     except ImportError:
         raise ConfigError(
-            "the comparison needs Stable-Baselines3: pip install 'agentserve[sb3]' "
-            "(the dev install and `make bench-sb3` include it)"
+            f"{what} needs {module}: pip install 'agentserve[{extra}]' (the dev install and "
+            "the make targets include it)"
         ) from None
-    from trainer.speed import run
 
-    print(run(args.seeds, args.out))
-    return 0
+
+def _benchmark_command(args: argparse.Namespace) -> str:
+    """The canonical command line of a benchmark run, stored with its results."""
+    import shlex
+
+    words = ["agentserve", "benchmark", args.part]
+    if args.only:
+        words += ["--only", *args.only]
+    if args.part == "reference":
+        if args.seeds is not None:
+            words += ["--seeds", *map(str, args.seeds)]
+        if args.jobs > 1:
+            words += ["--jobs", str(args.jobs)]
+        if args.stop_at_bar is not None:
+            words.append("--stop-at-bar" if args.stop_at_bar else "--no-stop-at-bar")
+    else:
+        words += ["--seeds", str(args.seeds)]
+    if args.out != Path("docs"):
+        words += ["--out", str(args.out)]
+    return shlex.join(words)
+
+
+def cmd_benchmark(args: argparse.Namespace) -> int:
+    if args.part is None:  # the bare form: the Stable-Baselines3 comparison
+        args.part, args.only = "speed", []
+        args.seeds = args.bare_seeds or 3
+        args.out = args.bare_out or Path("docs")
+    elif args.bare_seeds is not None or args.bare_out is not None:
+        raise ConfigError(
+            "give the options after the part: "
+            f"agentserve benchmark {args.part} --seeds ... --out ..."
+        )
+    if args.part == "reference" and args.list:
+        from trainer.reference import CHECKS, unavailable
+
+        for check in CHECKS:
+            reason = unavailable(check)
+            print(check.label + ("" if reason is None else f"  (cannot run here: {reason})"))
+        return 0
+    _require("matplotlib", "bench", "the benchmark report")
+    from trainer import report
+
+    status = 0
+    if args.part == "reference":
+        from trainer.reference import run_benchmark, select
+
+        passed = run_benchmark(
+            select(args.only),
+            args.out,
+            seeds=args.seeds,
+            jobs=args.jobs,
+            stop_at_bar=args.stop_at_bar,
+            command=_benchmark_command(args),
+        )
+        status = 0 if passed else 1
+    elif args.part == "speed":
+        _require("stable_baselines3", "sb3", "the comparison with Stable-Baselines3")
+        from trainer.speed import run_benchmark as run_speed
+        from trainer.speed import select as select_cases
+
+        run_speed(select_cases(args.only), range(args.seeds), args.out, _benchmark_command(args))
+    page = report.render(args.out)
+    print(f"wrote {page}")
+    return status
+
+
+def _add_only(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--only",
+        action="extend",
+        nargs="+",
+        default=[],
+        metavar="TEXT",
+        help="only the rows whose label contains TEXT (case-insensitive; repeatable)",
+    )
+
+
+def _add_out(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=Path("docs"),
+        help="docs folder: results/ and benchmarks.md (default: docs)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -261,10 +342,49 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--episodes", type=_positive, default=5)
     p.set_defaults(func=cmd_demo)
 
-    p = sub.add_parser("benchmark", help="training speed side by side with Stable-Baselines3")
-    p.add_argument("--seeds", type=_positive, default=3)
-    p.add_argument("--out", type=Path, default=Path("docs"), help="folder for speed-vs-sb3.md")
+    p = sub.add_parser(
+        "benchmark",
+        help="reference returns, speed against Stable-Baselines3, docs/benchmarks.md",
+        description="Each part stores its results under OUT/results/ and re-renders "
+        "OUT/benchmarks.md. Without a part: the speed comparison (`benchmark --seeds N`).",
+    )
+    p.add_argument(
+        "--seeds",
+        type=_positive,
+        dest="bare_seeds",
+        metavar="N",
+        help="without a part: `speed --seeds N`",
+    )
+    p.add_argument(
+        "--out", type=Path, dest="bare_out", metavar="DIR", help="without a part: `speed --out DIR`"
+    )
     p.set_defaults(func=cmd_benchmark)
+    parts = p.add_subparsers(dest="part", metavar="PART")
+    q = parts.add_parser("reference", help="run reference rows, merge into results/reference.json")
+    _add_only(q)
+    q.add_argument(
+        "--seeds", type=int, nargs="+", metavar="SEED", help="seeds (default: each row's, 0 1 2)"
+    )
+    q.add_argument(
+        "--jobs", type=_positive, default=1, metavar="N", help="runs at once, one process each"
+    )
+    q.add_argument(
+        "--stop-at-bar",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="end each run at the first evaluation that reaches the bar "
+        "(default: per row, on for the long Box2D rows)",
+    )
+    q.add_argument("--list", action="store_true", help="print the rows and exit")
+    _add_out(q)
+    q = parts.add_parser(
+        "speed", help="compare with Stable-Baselines3, merge into results/speed.json"
+    )
+    _add_only(q)
+    q.add_argument("--seeds", type=_positive, default=3, help="seeds 0 .. N-1 (default 3)")
+    _add_out(q)
+    q = parts.add_parser("report", help="render benchmarks.md from the stored results only")
+    _add_out(q)
 
     p = sub.add_parser("algos", help="list the registered algorithms and their options")
     p.add_argument("algorithm", nargs="?", help="show one algorithm's hyperparameters")

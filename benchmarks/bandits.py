@@ -1,6 +1,7 @@
 """Reproduces Sutton & Barto's figures 2.2 and 2.4 on the 10-armed testbed with the bandit
-learners; checks the reference bars; writes docs/bandits.md, docs/bandits-average-reward.png and
-docs/bandits-optimal-action.png.
+learners; checks the reference bars; writes docs/bandits.md, docs/bandits-average-reward.png,
+docs/bandits-optimal-action.png and the numbers to docs/results/bandits.json, then re-renders
+docs/benchmarks.md.
 
     .venv/bin/python benchmarks/bandits.py            (make bench-bandits)
     .venv/bin/python benchmarks/bandits.py --runs 500 --out /tmp/bandits   (a quicker look)
@@ -21,6 +22,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
+from trainer import report as benchmarks_page
+from trainer import results as store
 from trainer.testbed import FIGURE_2_2, FIGURE_2_4, LATE_STEPS, METHODS, Curves, run_testbed
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
@@ -122,6 +125,37 @@ def main() -> int:
     ]
     (args.out / "bandits.md").write_text("\n".join(text), encoding="utf-8")
     print(f"wrote {args.out / 'bandits.md'}")
+    command = (
+        f".venv/bin/python benchmarks/bandits.py --runs {args.runs} --steps {args.steps} "
+        f"--seed {args.seed}" + ("" if args.out == DOCS else f" --out {args.out}")
+    )
+    stored = {
+        "part": store.BANDITS,
+        "recorded": store.now(),
+        "machine": store.machine_info(),
+        "command": command,
+        "runs": args.runs,
+        "steps": args.steps,
+        "seed": args.seed,
+        "late_steps": list(LATE_STEPS),
+        "seconds": round(wall, 1),
+        "page": "bandits.md",
+        "figures": ["bandits-average-reward.png", "bandits-optimal-action.png"],
+        "methods": [
+            {
+                "label": method.label,
+                "algorithm": method.algorithm,
+                "overrides": list(method.overrides),
+                "late_reward": curves[method.label].late_reward,
+                "optimal_action_final": float(curves[method.label].optimal_action[-1]),
+                "bar": method.bar,
+                "passed": curves[method.label].passed,
+            }
+            for method in METHODS
+        ],
+    }
+    store.write_json(store.part_path(args.out, store.BANDITS), stored)
+    print(f"wrote {benchmarks_page.render(args.out)}")
     return 0 if all(c.passed for c in curves.values()) else 1
 
 

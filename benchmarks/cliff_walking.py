@@ -1,6 +1,7 @@
 """Reproduces Sutton & Barto's Example 6.6 (Figure 6.4), SARSA against Q-learning on the cliff
-walk, with the registered learners; checks the example's claims; writes docs/cliff-walking.md and
-docs/cliff-walking.png.
+walk, with the registered learners; checks the example's claims; writes docs/cliff-walking.md,
+docs/cliff-walking.png and the numbers to docs/results/cliff-walking.json, then re-renders
+docs/benchmarks.md.
 
     .venv/bin/python benchmarks/cliff_walking.py                 (make bench-cliff)
     .venv/bin/python benchmarks/cliff_walking.py --runs 10 --out /tmp/cliff   (a quicker look)
@@ -21,7 +22,10 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.axes import Axes
 
+from trainer import report as benchmarks_page
+from trainer import results as store
 from trainer.cliff_walking import (
     COLUMNS,
     EPISODES,
@@ -45,7 +49,7 @@ SMOOTHING = 10
 ALPHA = "\N{GREEK SMALL LETTER ALPHA}"
 
 
-def draw_path(axis: plt.Axes, path: GreedyPath, color: str, label: str, offset: float) -> None:
+def draw_path(axis: Axes, path: GreedyPath, color: str, label: str, offset: float) -> None:
     rows = [s // COLUMNS + offset for s in path.states]
     columns = [s % COLUMNS + offset for s in path.states]
     axis.plot(columns, rows, color=color, linewidth=2, label=label)
@@ -203,6 +207,39 @@ def main() -> int:
     text = report(results, checked, args.runs, args.episodes, seconds)
     (args.out / "cliff-walking.md").write_text(text, encoding="utf-8")
     print(f"wrote {args.out / 'cliff-walking.md'} and {args.out / 'cliff-walking.png'}")
+    command = (
+        f".venv/bin/python benchmarks/cliff_walking.py --runs {args.runs} "
+        f"--episodes {args.episodes}" + ("" if args.out == DOCS else f" --out {args.out}")
+    )
+    stored = {
+        "part": store.CLIFF_WALKING,
+        "recorded": store.now(),
+        "machine": store.machine_info(),
+        "command": command,
+        "runs": args.runs,
+        "episodes": args.episodes,
+        "late_episodes": LATE_EPISODES,
+        "seconds": round(seconds, 1),
+        "page": "cliff-walking.md",
+        "figures": ["cliff-walking.png"],
+        "methods": [
+            {
+                "algorithm": algorithm,
+                "label": result.label,
+                "late_return": result.late_return,
+                "optimal_fraction": result.fraction("optimal"),
+                "touches_cliff_row_fraction": result.fraction("touches_cliff_row"),
+                "average_path": result.average_path().describe(),
+                "steps_per_run": float(np.mean([run.steps for run in result.runs])),
+            }
+            for algorithm, result in results.items()
+        ],
+        "claims": [
+            {"text": claim.text, "holds": claim.holds, "detail": claim.detail} for claim in checked
+        ],
+    }
+    store.write_json(store.part_path(args.out, store.CLIFF_WALKING), stored)
+    print(f"wrote {benchmarks_page.render(args.out)}")
     return 0 if all(claim.holds for claim in checked) else 1
 
 

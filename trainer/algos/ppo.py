@@ -146,8 +146,8 @@ class PPO(RolloutLearner):
         all_mask_MA = torch.from_numpy(r.action_masks_TNA.reshape(total, -1))
         with torch.no_grad():
             old_params_MP = self.net.policy(all_obs_MO)
-        sums = {"policy": 0.0, "value": 0.0, "entropy": 0.0, "clipped": 0.0, "loss": 0.0}
-        count = 0
+        # Per-minibatch statistics stay tensors until the end (one conversion, not one per step).
+        stats: list[torch.Tensor] = []
         for _ in range(c.n_epochs):
             for mb in r.minibatches(advantages_TN, returns_TN, c.batch_size, self.rng):
                 params_MP, values_M = self.net(mb.observations)
@@ -175,20 +175,17 @@ class PPO(RolloutLearner):
                 self.gradient_step(loss)
                 with torch.no_grad():
                     ratio_M = torch.exp(log_probs_M - mb.old_log_probs)
-                    sums["clipped"] += float(((ratio_M - 1.0).abs() > clip_range).float().mean())
-                sums["policy"] += float(policy_loss.detach())
-                sums["value"] += float(value_loss.detach())
-                sums["entropy"] += float(entropy.detach())
-                sums["loss"] += float(loss.detach())
-                count += 1
+                    clipped = ((ratio_M - 1.0).abs() > clip_range).float().mean()
+                    stats.append(torch.stack([loss, policy_loss, value_loss, entropy, clipped]))
         with torch.no_grad():
             kl = float(self.head.kl(old_params_MP, self.net.policy(all_obs_MO), all_mask_MA).mean())
+            means = torch.stack(stats).mean(dim=0).tolist()
         scalars = {
-            "train/loss": sums["loss"] / count,
-            "train/policy_gradient_loss": sums["policy"] / count,
-            "train/value_loss": sums["value"] / count,
-            "train/entropy_loss": -sums["entropy"] / count,
-            "train/clip_fraction": sums["clipped"] / count,
+            "train/loss": means[0],
+            "train/policy_gradient_loss": means[1],
+            "train/value_loss": means[2],
+            "train/entropy_loss": -means[3],
+            "train/clip_fraction": means[4],
             "train/approx_kl": kl,
             "train/clip_range": clip_range,
         }

@@ -99,13 +99,14 @@ class PolicyGradientLearner(Learner):
         self.num_actions = self.head.mask_width
         params = self.net.parameters()
         self.optimizer: torch.optim.Optimizer = (
-            torch.optim.Adam(params, lr=config.learning_rate, eps=config.optimizer_eps)
+            torch.optim.Adam(params, lr=config.learning_rate, eps=config.optimizer_eps, fused=True)
             if config.optimizer == "adam"
             else torch.optim.RMSprop(
                 params,
                 lr=config.learning_rate,
                 alpha=config.rmsprop_alpha,
                 eps=config.optimizer_eps,
+                foreach=True,
             )
         )
 
@@ -152,7 +153,7 @@ class PolicyGradientLearner(Learner):
             group["lr"] = self.current_learning_rate()
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()  # type: ignore[no-untyped-call]
-        nn.utils.clip_grad_norm_(self.net.parameters(), self.config.max_grad_norm)
+        nn.utils.clip_grad_norm_(self.net.parameters(), self.config.max_grad_norm, foreach=True)
         self.optimizer.step()
         self.num_updates += 1
 
