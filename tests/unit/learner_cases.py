@@ -70,6 +70,26 @@ CASES: dict[str, Case] = {
         "CartPole-v1",
         ("net_arch=[32, 32]", "n_steps=32", "batch_size=16", "n_epochs=2"),
     ),
+    "sac": Case(
+        "Pendulum-v1",
+        (
+            "net_arch=[32, 32]",
+            "learning_starts=64",
+            "batch_size=16",
+            "buffer_size=500",
+            "total_timesteps=1000",
+        ),
+    ),
+    "sac_discrete": Case(
+        "CartPole-v1",
+        (
+            "net_arch=[32, 32]",
+            "learning_starts=64",
+            "batch_size=16",
+            "buffer_size=500",
+            "total_timesteps=1000",
+        ),
+    ),
 }
 
 ALGORITHMS = registry.names()

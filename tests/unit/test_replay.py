@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import torch
 
@@ -179,3 +181,54 @@ def test_discounts_are_stored_and_sampled() -> None:
     ids = sample.observations[:, 0].numpy().astype(np.int64)
     np.testing.assert_allclose(sample.discounts.numpy(), 0.9 ** (ids + 1), rtol=1e-6)
     assert torch.equal(sample.weights, torch.ones(64))
+
+
+def test_action_masks_at_s_are_stored_and_sampled() -> None:
+    buffer = ReplayBuffer(10, OBS, ACTIONS)
+    batch = transitions(0, 4)
+    masks_at_s = ~batch.next_action_masks  # type: ignore[operator]
+    masks_at_s[:, 0] = True
+    buffer.add(replace(batch, action_masks=masks_at_s), np.full(4, 0.99, dtype=np.float32))
+    np.testing.assert_array_equal(buffer.action_masks[:4], masks_at_s)
+    sample = buffer.sample(64, np.random.default_rng(3))
+    ids = sample.observations[:, 0].numpy().astype(np.int64)
+    assert sample.action_masks.dtype == torch.bool
+    np.testing.assert_array_equal(sample.action_masks.numpy(), masks_at_s[ids])
+    buffer.add(*with_discounts(transitions(4, 2)))  # no masks at s: all allowed
+    assert buffer.action_masks[4:6].all()
+
+
+def continuous(start: int, count: int, size: int = 2) -> TransitionBatch:
+    """Transitions with [count, size] float actions that encode the transition's number."""
+    batch = transitions(start, count, masks=False)
+    ids = np.arange(start, start + count, dtype=np.float32)
+    actions = np.stack([ids / 100 + k for k in range(size)], axis=1).astype(np.float32)
+    return replace(batch, actions=actions)
+
+
+def test_continuous_actions_are_stored_sampled_and_restored() -> None:
+    buffer = ReplayBuffer(6, OBS, 0, action_size=2)
+    assert buffer.actions.shape == (6, 2) and buffer.actions.dtype == np.float32
+    buffer.add(*with_discounts(continuous(0, 8)))  # wraps: ids 6, 7 overwrite slots 0, 1
+    np.testing.assert_allclose(buffer.actions[:, 0], np.array([6, 7, 2, 3, 4, 5]) / 100)
+    sample = buffer.sample(32, np.random.default_rng(4))
+    assert sample.actions.shape == (32, 2) and sample.actions.dtype == torch.float32
+    assert sample.action_masks.shape == (32, 0) and sample.next_action_masks.shape == (32, 0)
+    ids = sample.observations[:, 0].numpy()
+    np.testing.assert_allclose(sample.actions[:, 1].numpy(), ids / 100 + 1, rtol=1e-6)
+    restored = ReplayBuffer(6, OBS, 0, action_size=2)
+    restored.load_state_tensors(buffer.state_tensors("r."), "r.")
+    assert_same_buffer(buffer, restored)
+
+
+def test_checkpoints_without_masks_at_s_still_load() -> None:
+    """Buffers saved before the masks at s were stored load them as all allowed."""
+    original = ReplayBuffer(5, OBS, ACTIONS)
+    original.add(*with_discounts(transitions(0, 3)))
+    tensors = original.state_tensors("replay.")
+    del tensors["replay.action_masks"]
+    restored = ReplayBuffer(5, OBS, ACTIONS)
+    restored.action_masks[:] = False
+    restored.load_state_tensors(tensors, "replay.")
+    assert restored.action_masks[:3].all()
+    np.testing.assert_array_equal(restored.observations[:3], original.observations[:3])

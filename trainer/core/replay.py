@@ -1,5 +1,9 @@
 """Replay buffers over fixed-size numpy arrays (circular): uniform, and prioritized
-(Schaul et al., 2016: proportional variant over a sum tree, importance-sampling weights)."""
+(Schaul et al., 2016: proportional variant over a sum tree, importance-sampling weights).
+
+Actions are stored as [capacity] int64 (discrete) or, when `action_size` is given, as
+[capacity, action_size] float32 (continuous). The action masks at s and at s' are stored for
+discrete actions ([capacity, num_actions] bools; a missing mask is stored as all allowed)."""
 
 from __future__ import annotations
 
@@ -16,11 +20,15 @@ from trainer.learner import TransitionBatch
 class ReplaySample(NamedTuple):
     observations: torch.Tensor
     actions: torch.Tensor
+    """[B] int64 discrete actions, or [B, D] float32 continuous actions."""
     rewards: torch.Tensor
     """Sum of the (n-step) discounted rewards."""
     next_observations: torch.Tensor
     terminated: torch.Tensor
+    action_masks: torch.Tensor
+    """[B, A] actions allowed at s (the mask the action was chosen under)."""
     next_action_masks: torch.Tensor
+    """[B, A] actions allowed at s'."""
     discounts: torch.Tensor
     """gamma ** (steps to next_observations): the factor of the bootstrapped value."""
     weights: torch.Tensor
@@ -32,13 +40,26 @@ class ReplayBuffer:
     """Stores transitions; `sample` draws uniformly. Truncated transitions are stored with
     terminated=False, so their targets bootstrap from s' as they should."""
 
-    def __init__(self, capacity: int, observation_size: int, num_actions: int) -> None:
+    def __init__(
+        self,
+        capacity: int,
+        observation_size: int,
+        num_actions: int,
+        action_size: int | None = None,
+    ) -> None:
+        """`num_actions`: width of the action masks (0 for continuous actions); `action_size`:
+        None for discrete actions, else D of the [B, D] float32 continuous actions."""
         self.capacity = capacity
         self.observations = np.zeros((capacity, observation_size), dtype=np.float32)
         self.next_observations = np.zeros((capacity, observation_size), dtype=np.float32)
-        self.actions = np.zeros(capacity, dtype=np.int64)
+        self.actions: npt.NDArray[Any] = (
+            np.zeros(capacity, dtype=np.int64)
+            if action_size is None
+            else np.zeros((capacity, action_size), dtype=np.float32)
+        )
         self.rewards = np.zeros(capacity, dtype=np.float32)
         self.terminated = np.zeros(capacity, dtype=np.bool_)
+        self.action_masks = np.ones((capacity, num_actions), dtype=np.bool_)
         self.next_action_masks = np.ones((capacity, num_actions), dtype=np.bool_)
         self.discounts = np.zeros(capacity, dtype=np.float32)
         self.position = 0
@@ -49,11 +70,12 @@ class ReplayBuffer:
         slots = (self.position + np.arange(count)) % self.capacity
         self.observations[slots] = batch.observations.reshape(count, -1)
         self.next_observations[slots] = batch.next_observations.reshape(count, -1)
-        self.actions[slots] = batch.actions
+        self.actions[slots] = batch.actions.reshape(count, *self.actions.shape[1:])
         self.rewards[slots] = batch.rewards
         self.terminated[slots] = batch.terminated
-        masks = batch.next_action_masks
-        self.next_action_masks[slots] = True if masks is None else masks
+        masks, next_masks = batch.action_masks, batch.next_action_masks
+        self.action_masks[slots] = True if masks is None else masks
+        self.next_action_masks[slots] = True if next_masks is None else next_masks
         self.discounts[slots] = discounts
         self._on_add(slots)
         self.position = int((self.position + count) % self.capacity)
@@ -79,6 +101,7 @@ class ReplayBuffer:
             torch.from_numpy(self.rewards[idx]),
             torch.from_numpy(self.next_observations[idx]),
             torch.from_numpy(self.terminated[idx]),
+            torch.from_numpy(self.action_masks[idx]),
             torch.from_numpy(self.next_action_masks[idx]),
             torch.from_numpy(self.discounts[idx]),
             torch.from_numpy(weights),
@@ -94,9 +117,12 @@ class ReplayBuffer:
         "actions",
         "rewards",
         "terminated",
+        "action_masks",
         "next_action_masks",
         "discounts",
     )
+    _OPTIONAL_FIELDS: tuple[str, ...] = ("action_masks",)
+    """Fields that checkpoints written before they existed lack (loaded as all allowed)."""
 
     def state_tensors(self, prefix: str) -> dict[str, npt.NDArray[Any]]:
         tensors = {
@@ -108,7 +134,11 @@ class ReplayBuffer:
     def load_state_tensors(self, tensors: dict[str, npt.NDArray[Any]], prefix: str) -> None:
         self.position, self.size = (int(v) for v in tensors[f"{prefix}cursor"])
         for name in self._FIELDS:
-            getattr(self, name)[: self.size] = tensors[f"{prefix}{name}"]
+            key = f"{prefix}{name}"
+            if key in tensors or name not in self._OPTIONAL_FIELDS:
+                getattr(self, name)[: self.size] = tensors[key]
+            else:
+                getattr(self, name)[: self.size] = True
 
 
 class PrioritizedReplayBuffer(ReplayBuffer):
@@ -124,8 +154,9 @@ class PrioritizedReplayBuffer(ReplayBuffer):
         alpha: float = 0.6,
         beta0: float = 0.4,
         eps: float = 1e-6,
+        action_size: int | None = None,
     ) -> None:
-        super().__init__(capacity, observation_size, num_actions)
+        super().__init__(capacity, observation_size, num_actions, action_size)
         self.alpha, self.beta0, self.eps = alpha, beta0, eps
         self.tree = SumTree(capacity)
         self.max_priority = 1.0
