@@ -178,6 +178,10 @@ MAPPINGS: dict[str, dict[str, Rule]] = {
         "per_alpha": Unused("only with prioritized_replay"),
         "per_beta0": Unused("only with prioritized_replay"),
         "per_eps": Unused("only with prioritized_replay"),
+        "normalize_observations": Requires(
+            False, "SB3 normalises observations in a VecNormalize wrapper, not in the policy"
+        ),
+        "normalize_clip": Unused("only with normalize_observations"),
     },
     "ppo": {
         "learning_rate": To("learning_rate", _scheduled("learning_rate_schedule")),

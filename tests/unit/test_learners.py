@@ -3,10 +3,12 @@ acting, state round trips, determinism, its policy module."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from learner_cases import (
     ALGORITHMS,
     CASES,
@@ -333,3 +335,43 @@ def test_qlearning_update_bootstraps_from_allowed_next_actions(
     )
     assert learner.q_table[3, 2] == pytest.approx(0.4 + 0.5 * (expected_target - 0.4))
     assert learner.num_updates == 1
+
+
+def normalizing_setups() -> list[str]:
+    fields = {
+        setup: {f.name for f in dataclasses.fields(registry.get(case.algorithm).config_class)}
+        for setup, case in SETUPS.items()
+    }
+    return [setup for setup, names in fields.items() if "normalize_observations" in names]
+
+
+def test_every_neural_learner_can_normalize_observations() -> None:
+    algorithms = {SETUPS[s].algorithm for s in normalizing_setups()}
+    assert {"dqn", "reinforce", "a2c", "ppo", "sac", "sac_discrete"} <= algorithms
+
+
+@pytest.mark.parametrize("algorithm", normalizing_setups())
+def test_normalizer_statistics_are_learned_checkpointed_and_exported(
+    algorithm: str, tmp_path: Path
+) -> None:
+    learner = make_learner(algorithm, extra=("normalize_observations=true",))
+    run_steps(learner, 120)
+    state = learner.state_dict()
+    counts = [v for k, v in state.tensors.items() if k.endswith("count") and v.ndim == 0]
+    assert counts and float(counts[0]) == pytest.approx(120, abs=1e-3)
+    module = learner.policy_module()
+    statistics = {k: v for k, v in module.state_dict().items() if k.endswith((".mean", ".var"))}
+    assert len(statistics) == 2, "the exported module carries the running mean and variance"
+    assert all(not torch.equal(v, torch.zeros_like(v)) for v in statistics.values())
+    # The statistics change what the exported policy computes: zeroing them changes the outputs.
+    observations, masks = observations_and_masks(learner, 200, seed=3)
+    before = module_outputs(module, observations, masks)
+    with torch.no_grad():
+        for name, value in module.state_dict().items():
+            if name.endswith(".mean"):
+                value.zero_()
+    assert outputs_differ(before, module_outputs(module, observations, masks))
+    resumed = make_learner(algorithm, seed=9, extra=("normalize_observations=true",))
+    save_checkpoint(state, tmp_path / "state.safetensors")
+    resumed.load_state_dict(load_checkpoint(tmp_path / "state.safetensors"))
+    assert_same_state(learner.state_dict(), resumed.state_dict())

@@ -13,6 +13,7 @@ import pytest
 
 from agentserve.errors import ConfigError
 from trainer import registry
+from trainer.core.config import resolve
 from trainer.speed import (
     CASES,
     MAPPINGS,
@@ -74,7 +75,8 @@ def test_dqn_preset_maps_field_by_field() -> None:
     setup = sb3_setup(_case("dqn"))
     kwargs = setup.kwargs
     assert setup.n_envs == 1
-    assert kwargs["learning_rate"] == pytest.approx(2.3e-3)
+    preset = resolve("dqn", registry.get("dqn").config_class, "CartPole-v1", []).config
+    assert kwargs["learning_rate"] == pytest.approx(preset.learning_rate)
     assert kwargs["train_freq"] == 256 and kwargs["gradient_steps"] == 128
     assert kwargs["target_update_interval"] == 10
     assert kwargs["exploration_fraction"] == pytest.approx(0.16)

@@ -27,7 +27,7 @@ from torch import nn
 
 from agentserve.errors import ConfigError
 from agentserve.spaces import BoxSpec, DiscreteSpec, SpaceSpec
-from trainer.core import masking, schedules
+from trainer.core import masking, normalization, schedules
 from trainer.core.checkpoint import load_module_tensors, module_tensors
 from trainer.core.networks import q_network
 from trainer.core.nstep import NStepAccumulator
@@ -80,6 +80,10 @@ class DQNConfig:
     """Added to |TD error| so no transition has zero priority."""
     n_step: int = 1
     """Steps summed before bootstrapping."""
+    normalize_observations: bool = False
+    """Normalise observations by running mean and variance (saved in the exported graph)."""
+    normalize_clip: float = 10.0
+    """Clip normalised observations to +- this."""
 
     def validate(self) -> None:
         if self.batch_size < 1 or self.buffer_size < self.batch_size:
@@ -92,6 +96,8 @@ class DQNConfig:
             raise ConfigError("n_step must be >= 1")
         if not 0 <= self.per_alpha <= 1 or not 0 <= self.per_beta0 <= 1:
             raise ConfigError("per_alpha and per_beta0 must lie in [0, 1]")
+        if self.normalize_clip <= 0:
+            raise ConfigError("normalize_clip must be > 0")
         if self.dueling and not self.net_arch:
             raise ConfigError("a dueling network needs at least one hidden layer in net_arch")
 
@@ -125,6 +131,10 @@ class DQN(Learner):
         assert isinstance(action_space, DiscreteSpec)
         self.num_actions = action_space.n
         obs_size = observation_space.flat_size
+        # In front of the online and the target network alike (one set of statistics).
+        self.normalizer = normalization.input_layer(
+            obs_size, config.normalize_observations, config.normalize_clip
+        )
         self.q_net = q_network(obs_size, config.net_arch, self.num_actions, config.dueling)
         self.target_net = copy.deepcopy(self.q_net).requires_grad_(False)
         self.optimizer = torch.optim.Adam(
@@ -171,7 +181,7 @@ class DQN(Learner):
     ) -> ActionBatch:
         with torch.no_grad():
             obs = torch.as_tensor(observations, dtype=torch.float32)
-            q_values = self.q_net(obs.reshape(obs.shape[0], -1)).numpy()
+            q_values = self.q_net(self.normalizer(obs.reshape(obs.shape[0], -1))).numpy()
         actions, propensities = masking.epsilon_greedy_act(
             self.rng, q_values, action_masks, self.epsilon, deterministic
         )
@@ -180,6 +190,7 @@ class DQN(Learner):
     def observe(self, batch: TransitionBatch) -> dict[str, float]:
         c = self.config
         before = self.num_steps
+        normalization.update(self.normalizer, batch.observations)
         ready = self.n_step.push(batch)
         if ready is not None:
             self.replay.add(*ready)
@@ -221,9 +232,10 @@ class DQN(Learner):
 
     def _targets(self, sample: ReplaySample) -> torch.Tensor:
         with torch.no_grad():
-            next_target_q = self.target_net(sample.next_observations)
+            next_observations = self.normalizer(sample.next_observations)
+            next_target_q = self.target_net(next_observations)
             next_actions = masking.masked_argmax_torch(
-                self.q_net(sample.next_observations) if self.config.double_q else next_target_q,
+                self.q_net(next_observations) if self.config.double_q else next_target_q,
                 sample.next_action_masks,
             ).unsqueeze(1)
             next_q = next_target_q.gather(1, next_actions).squeeze(1)
@@ -232,7 +244,8 @@ class DQN(Learner):
             return targets
 
     def _gradient_step(self, sample: ReplaySample, targets: torch.Tensor) -> torch.Tensor:
-        q_taken = self.q_net(sample.observations).gather(1, sample.actions.unsqueeze(1)).squeeze(1)
+        q_all = self.q_net(self.normalizer(sample.observations))
+        q_taken = q_all.gather(1, sample.actions.unsqueeze(1)).squeeze(1)
         losses = F.smooth_l1_loss(q_taken, targets, reduction="none")
         loss = (losses * sample.weights).mean()
         if self.config.prioritized_replay:
@@ -248,10 +261,12 @@ class DQN(Learner):
         return {"rollout/exploration_rate": self.epsilon}
 
     def policy_module(self) -> nn.Module:
-        return QPolicy(copy.deepcopy(self.q_net), self.serving_epsilon)
+        network = copy.deepcopy(nn.Sequential(self.normalizer, self.q_net))
+        return QPolicy(network, self.serving_epsilon)
 
     def _state_tensors(self) -> dict[str, npt.NDArray[Any]]:
         return {
+            **module_tensors(self.normalizer, "normalizer."),
             **module_tensors(self.q_net, "q_net."),
             **module_tensors(self.target_net, "target_net."),
             **module_tensors(self.optimizer, "optimizer."),
@@ -260,6 +275,7 @@ class DQN(Learner):
         }
 
     def _load_state_tensors(self, tensors: dict[str, npt.NDArray[Any]]) -> None:
+        load_module_tensors(self.normalizer, tensors, "normalizer.")
         load_module_tensors(self.q_net, tensors, "q_net.")
         load_module_tensors(self.target_net, tensors, "target_net.")
         load_module_tensors(self.optimizer, tensors, "optimizer.")
