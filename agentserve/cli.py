@@ -154,6 +154,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(args.model_repo, args.episodes)
 
 
+def _summary(doc: str | None, width: int = 100) -> str:
+    """The first sentence of a module docstring's first paragraph, shortened to `width`."""
+    paragraph = " ".join((doc or "").strip().split("\n\n")[0].split())
+    end = paragraph.find(". ")
+    sentence = paragraph if end < 0 else paragraph[: end + 1]
+    return sentence if len(sentence) <= width else sentence[: width - 3].rstrip() + "..."
+
+
 def cmd_algos(args: argparse.Namespace) -> int:
     from trainer import registry
     from trainer.core.config import describe
@@ -169,9 +177,8 @@ def cmd_algos(args: argparse.Namespace) -> int:
                 print(f"      {field.doc}")
         return 0
     for learner in registry.learners():
-        module_doc = (sys.modules[learner.__module__].__doc__ or "").strip().splitlines()
         switches = [f.name for f in describe(learner.config_class) if f.type_name == "bool"]
-        print(f"{learner.algorithm:16s} {module_doc[0] if module_doc else ''}")
+        print(f"{learner.algorithm:16s} {_summary(sys.modules[learner.__module__].__doc__)}")
         print(f"{'':16s} actions: {', '.join(learner.action_spaces)}", end="")
         print(f"; options: {', '.join(switches)}" if switches else "")
     return 0
