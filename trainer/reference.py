@@ -17,12 +17,14 @@ import time, so rows may name algorithms that are still being written.
 from __future__ import annotations
 
 import concurrent.futures
+import json
 import multiprocessing
 import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from agentserve.errors import AgentserveError, ConfigError
 from trainer import results
@@ -235,6 +237,8 @@ class ReferenceResult:
     run: RunResult
     stop_at_bar: bool = False
     """Whether the run was asked to end at the bar."""
+    setup: dict[str, Any] = field(default_factory=dict)
+    """The resolved hyperparameters, `n_envs` and `env_kwargs` the run trained with."""
 
     @property
     def passed(self) -> bool:
@@ -284,7 +288,32 @@ class ReferenceResult:
             "recorded": results.now(),
             "machine": results.machine_info(),
             "command": command,
+            "setup": self.setup,
         }
+
+
+def resolved_setup(check: ReferenceCheck) -> dict[str, Any]:
+    """What a run of `check` trains with now: the preset resolved with the row's overrides, as
+    the run folder's config.json records it (JSON types). Stored with every result, so a later
+    preset change shows which stored results no longer describe the row."""
+    from trainer import registry
+    from trainer.core.config import config_to_json, resolve
+
+    spec = resolve(
+        check.algorithm,
+        registry.get(check.algorithm).config_class,
+        check.env_id,
+        list(check.overrides),
+    )
+    if hasattr(spec.config, "total_timesteps"):
+        spec.config.total_timesteps = max(check.timesteps, 1)
+    setup = {
+        "hyperparameters": config_to_json(spec.config),
+        "n_envs": spec.n_envs,
+        "env_kwargs": spec.env_kwargs,
+    }
+    loaded: dict[str, Any] = json.loads(json.dumps(setup))
+    return loaded
 
 
 def run_check(
@@ -309,9 +338,11 @@ def run_check(
                 target_return=check.bar if stop else None,
             )
         )
+        recorded = json.loads((Path(tmp) / "config.json").read_text(encoding="utf-8"))
+    setup = {key: recorded[key] for key in ("hyperparameters", "n_envs", "env_kwargs")}
     assert run.best_eval is not None
     score = run.best_eval.success_rate if check.metric == "success_rate" else run.best_eval.mean
-    return ReferenceResult(check, seed, score, run, stop)
+    return ReferenceResult(check, seed, score, run, stop, setup)
 
 
 def unavailable(check: ReferenceCheck) -> str | None:

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from trainer import results
-from trainer.reference import CHECKS, ReferenceCheck
+from trainer.reference import CHECKS, ReferenceCheck, resolved_setup
 from trainer.speed import CASES, EVAL_EPISODES, LIBRARIES, SpeedSummary, matches, summarize
 
 PAGE = "benchmarks.md"
@@ -143,7 +143,35 @@ class RowResults:
         return statistics.median(steps)
 
 
+def _setup_changes(check: ReferenceCheck, entry: results.Entry) -> list[str]:
+    """How the row's current preset differs from what a stored run trained with ("name: stored ->
+    now"); empty when they agree or the entry predates recording it."""
+    stored = entry.get("setup")
+    if not isinstance(stored, dict):
+        return []
+    now = _setups.get(check.label)
+    if now is None:
+        now = _setups[check.label] = resolved_setup(check)
+    changes = []
+    for group in ("hyperparameters", "n_envs", "env_kwargs"):
+        old, new = stored.get(group), now.get(group)
+        if isinstance(old, dict) and isinstance(new, dict):
+            for key in sorted(set(old) | set(new)):
+                if old.get(key) != new.get(key):
+                    changes.append(f"{key}: {old.get(key)!r} -> {new.get(key)!r}")
+        elif old != new:
+            changes.append(f"{group}: {old!r} -> {new!r}")
+    return changes
+
+
+_setups: dict[str, dict[str, Any]] = {}
+
+
 def _current(check: ReferenceCheck, entry: results.Entry) -> bool:
+    return _same_definition(check, entry) and not _setup_changes(check, entry)
+
+
+def _same_definition(check: ReferenceCheck, entry: results.Entry) -> bool:
     return (
         entry.get("budget") == check.timesteps
         and entry.get("eval_freq") == check.eval_freq
@@ -216,6 +244,13 @@ def _left_out(rows: list[RowResults], entries: results.Entries) -> list[str]:
     lines = []
     for row in rows:
         for seed, entry in sorted(row.stale.items()):
+            changes = _setup_changes(row.check, entry)
+            if changes and _same_definition(row.check, entry):
+                lines.append(
+                    f"- `{row.check.label}` seed {seed}: trained with other hyperparameters than "
+                    f"the preset has now ({'; '.join(changes)})."
+                )
+                continue
             lines.append(
                 f"- `{row.check.label}` seed {seed}: recorded with budget "
                 f"{entry.get('budget')}, bar {_plain(entry.get('bar'))}, "

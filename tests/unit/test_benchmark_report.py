@@ -313,6 +313,28 @@ def test_a_tiny_run_is_stored_and_then_left_out_as_another_definition(tmp_path: 
     assert report.NOT_RUN in _row(page, "| `qlearning` | agentserve/GridWorld-v0 |")
 
 
+def test_runs_record_their_setup_and_a_changed_preset_leaves_them_out(tmp_path: Path) -> None:
+    row = _check("qlearning on agentserve/GridWorld-v0")
+    tiny = dataclasses.replace(row, timesteps=2_000, eval_freq=1_000, seeds=(0,))
+    reference.run_benchmark([tiny], tmp_path, command="test")
+    path = results.part_path(tmp_path, results.REFERENCE)
+    entry = results.load_entries(path)[row.label]["0"]
+    assert entry["setup"] == reference.resolved_setup(tiny)
+    # The same run stored under the real row's budget counts, until the preset changes.
+    agreeing = {**entry, "budget": row.timesteps, "eval_freq": row.eval_freq}
+    agreeing["setup"] = reference.resolved_setup(row)
+    results.merge_entry(path, results.REFERENCE, row.label, 0, agreeing)
+    page = report.render(tmp_path).read_text(encoding="utf-8")
+    assert report.NOT_RUN not in _row(page, "| `qlearning` | agentserve/GridWorld-v0 |")
+    changed = json.loads(json.dumps(agreeing))
+    changed["setup"]["hyperparameters"]["learning_rate"] = 0.123
+    results.merge_entry(path, results.REFERENCE, row.label, 0, changed)
+    page = report.render(tmp_path).read_text(encoding="utf-8")
+    assert report.NOT_RUN in _row(page, "| `qlearning` | agentserve/GridWorld-v0 |")
+    assert "trained with other hyperparameters than the preset has now" in page
+    assert "learning_rate: 0.123 ->" in page
+
+
 @pytest.mark.slow
 def test_parallel_jobs_store_every_run(tmp_path: Path) -> None:
     row = _check("qlearning on agentserve/GridWorld-v0")
