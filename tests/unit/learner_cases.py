@@ -229,26 +229,20 @@ def random_transitions(learner: Learner, count: int, seed: int) -> list[Transiti
     actions = random_actions(learner, count, rng)
     rewards = rng.normal(size=count).astype(np.float32)
     terminated = rng.random(count) < 0.1
-    if is_continuous(learner):
-        return [
-            TransitionBatch(
-                observations=observations[i : i + 1],
-                actions=actions[i : i + 1],
-                rewards=rewards[i : i + 1],
-                next_observations=next_observations[i : i + 1],
-                terminated=terminated[i : i + 1],
-                truncated=np.zeros(1, dtype=np.bool_),
-            )
-            for i in range(count)
-        ]
-    n = num_actions(learner)
-    masks = random_masks(n, count, rng)
-    # The action taken at s was allowed there: masks at s allow it.
-    masks_at_s = random_masks(n, count, rng)
-    masks_at_s[np.arange(count), actions] = True
-    # An allowed action at s' (what an acting policy could have chosen), -1 where s' ended it.
-    next_actions = np.array([rng.choice(np.flatnonzero(m)) for m in masks], dtype=np.int64)
-    next_actions[terminated] = -1
+    masks_at_s = masks = next_actions = None
+    if not is_continuous(learner):
+        n = num_actions(learner)
+        masks = random_masks(n, count, rng)
+        # The action taken at s was allowed there: masks at s allow it.
+        masks_at_s = random_masks(n, count, rng)
+        masks_at_s[np.arange(count), actions] = True
+        # An allowed action at s' (what an acting policy could have chosen), -1 where s' ended it.
+        next_actions = np.array([rng.choice(np.flatnonzero(m)) for m in masks], dtype=np.int64)
+        next_actions[terminated] = -1
+
+    def row(values: np.ndarray | None, i: int) -> np.ndarray | None:
+        return None if values is None else values[i : i + 1]
+
     return [
         TransitionBatch(
             observations=observations[i : i + 1],
@@ -257,9 +251,9 @@ def random_transitions(learner: Learner, count: int, seed: int) -> list[Transiti
             next_observations=next_observations[i : i + 1],
             terminated=terminated[i : i + 1],
             truncated=np.zeros(1, dtype=np.bool_),
-            action_masks=masks_at_s[i : i + 1],
-            next_action_masks=masks[i : i + 1],
-            next_actions=next_actions[i : i + 1],
+            action_masks=row(masks_at_s, i),
+            next_action_masks=row(masks, i),
+            next_actions=row(next_actions, i),
         )
         for i in range(count)
     ]

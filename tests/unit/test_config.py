@@ -9,7 +9,14 @@ import pytest
 from agentserve.errors import ConfigError
 from trainer.algos.dqn import DQNConfig
 from trainer.algos.qlearning import QLearningConfig
-from trainer.core.config import build_config, config_to_json, load_preset, parse_override, resolve
+from trainer.core.config import (
+    build_config,
+    config_to_json,
+    describe,
+    load_preset,
+    parse_override,
+    resolve,
+)
 
 
 def test_dqn_cartpole_preset() -> None:
@@ -164,3 +171,11 @@ def test_validate_runs_after_building() -> None:
         build_config(DQNConfig, {"batch_size": 64, "buffer_size": 10})
     with pytest.raises(ConfigError, match="learning_rate"):
         resolve("qlearning", QLearningConfig, "agentserve/GridWorld-v0", ["learning_rate=2"])
+
+
+def test_describe_documents_fields_inherited_from_a_base_config() -> None:
+    from trainer.algos.ppo import PPOConfig
+
+    docs = {field.name: field.doc for field in describe(PPOConfig)}
+    assert "running mean and variance" in docs["normalize_observations"]
+    assert docs["log_std_init"] and docs["n_steps"]

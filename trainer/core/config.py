@@ -161,24 +161,33 @@ class FieldDoc:
     doc: str
 
 
+def _field_docs(cls: type[Any]) -> dict[str, str]:
+    """The docstrings written under the fields one class body declares."""
+    try:
+        tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
+    except (OSError, TypeError):
+        return {}
+    body = tree.body[0].body if isinstance(tree.body[0], ast.ClassDef) else []
+    docs = {}
+    for field_node, doc_node in itertools.pairwise(body):
+        if (
+            isinstance(field_node, ast.AnnAssign)
+            and isinstance(field_node.target, ast.Name)
+            and isinstance(doc_node, ast.Expr)
+            and isinstance(doc_node.value, ast.Constant)
+            and isinstance(doc_node.value.value, str)
+        ):
+            docs[field_node.target.id] = " ".join(doc_node.value.value.split())
+    return docs
+
+
 def describe(config_class: type[Any]) -> list[FieldDoc]:
     """Every hyperparameter with its type, default and the docstring written under it."""
     docs: dict[str, str] = {}
-    try:
-        tree = ast.parse(textwrap.dedent(inspect.getsource(config_class)))
-    except (OSError, TypeError):
-        tree = None
-    if tree is not None:
-        body = tree.body[0].body if isinstance(tree.body[0], ast.ClassDef) else []
-        for field_node, doc_node in itertools.pairwise(body):
-            if (
-                isinstance(field_node, ast.AnnAssign)
-                and isinstance(field_node.target, ast.Name)
-                and isinstance(doc_node, ast.Expr)
-                and isinstance(doc_node.value, ast.Constant)
-                and isinstance(doc_node.value.value, str)
-            ):
-                docs[field_node.target.id] = " ".join(doc_node.value.value.split())
+    # Base classes first, so a subclass's docstring for a field wins.
+    for cls in reversed(config_class.__mro__):
+        if dataclasses.is_dataclass(cls):
+            docs.update(_field_docs(cls))
     hints = typing.get_type_hints(config_class)
     out = []
     for f in dataclasses.fields(config_class):
