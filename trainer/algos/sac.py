@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import copy
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -39,7 +39,11 @@ from agentserve.spaces import BoxSpec, SpaceSpec
 from trainer.core.distributions import LOG_SQRT_2PI, SquashedGaussianPolicy, bounded, box_bounds
 from trainer.core.networks import mlp
 from trainer.core.replay import ReplayBuffer, ReplaySample
-from trainer.core.soft_actor_critic import EnsembleMLP, SoftActorCriticLearner, check_config
+from trainer.core.soft_actor_critic import (
+    EnsembleMLP,
+    SoftActorCriticLearner,
+    SoftActorCriticOptions,
+)
 from trainer.learner import ActionBatch, BoolArray, FloatArray, TransitionBatch
 from trainer.registry import register
 
@@ -48,49 +52,16 @@ LOG_OFFSET = LOG_SQRT_2PI + 2.0 * math.log(2.0)
 
 
 @dataclass
-class SACConfig:
-    learning_rate: float = 3e-4
-    """Adam step size of actor, critics and temperature (at the start, if the schedule is
-    linear)."""
-    learning_rate_schedule: str = "constant"
-    """"constant", or "linear" (decays to 0 over the step budget, as the zoo's lin_ values)."""
-    buffer_size: int = 1_000_000
-    """Replay capacity in transitions."""
-    learning_starts: int = 100
-    """Steps of uniformly random actions collected before the first update."""
-    batch_size: int = 256
-    """Transitions per gradient step."""
-    tau: float = 0.005
-    """Polyak coefficient of the target critics (1 = hard copy)."""
-    gamma: float = 0.99
-    """Discount factor."""
-    train_freq: int = 1
-    """Steps between training phases."""
-    gradient_steps: int = 1
-    """Gradient steps per training phase."""
-    ent_coef: float | None = None
-    """Fixed temperature alpha; unset (None) tunes it automatically towards target_entropy."""
-    ent_coef_init: float = 1.0
-    """Initial temperature when it is tuned automatically."""
+class SACConfig(SoftActorCriticOptions):
     target_entropy: float | None = None
     """Entropy the automatic temperature aims for; None = -(number of action dimensions)."""
-    target_update_interval: int = 1
-    """Gradient steps between Polyak updates of the target critics."""
-    net_arch: list[int] = field(default_factory=lambda: [256, 256])
-    """Hidden layer widths of the actor and of each critic (ReLU MLPs)."""
     log_std_min: float = -20.0
     """Lower clamp of the actor's log standard deviation."""
     log_std_max: float = 2.0
     """Upper clamp of the actor's log standard deviation."""
-    normalize_observations: bool = False
-    """Normalise observations with running statistics (exported inside the policy)."""
-    normalize_clip: float = 10.0
-    """Clip of the normalised observations."""
-    total_timesteps: int = 1_000_000
-    """Step budget the learning-rate schedule is laid over (set by the training loop)."""
 
     def validate(self) -> None:
-        check_config(self)
+        super().validate()
         if self.log_std_min >= self.log_std_max:
             raise ConfigError("log_std_min must be below log_std_max")
 

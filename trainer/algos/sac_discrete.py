@@ -23,7 +23,7 @@ served policy is exported as the policy-gradient learners' is (distribution "sof
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -35,54 +35,25 @@ from trainer.core import masking
 from trainer.core.actor_critic import SoftmaxPolicy
 from trainer.core.networks import mlp
 from trainer.core.replay import ReplayBuffer, ReplaySample
-from trainer.core.soft_actor_critic import EnsembleMLP, SoftActorCriticLearner, check_config
+from trainer.core.soft_actor_critic import (
+    EnsembleMLP,
+    SoftActorCriticLearner,
+    SoftActorCriticOptions,
+)
 from trainer.learner import ActionBatch, BoolArray, FloatArray, TransitionBatch
 from trainer.registry import register
 
 
 @dataclass
-class SACDiscreteConfig:
-    learning_rate: float = 3e-4
-    """Adam step size of actor, critics and temperature (at the start, if the schedule is
-    linear)."""
-    learning_rate_schedule: str = "constant"
-    """"constant", or "linear" (decays to 0 over the step budget, as the zoo's lin_ values)."""
-    buffer_size: int = 1_000_000
-    """Replay capacity in transitions."""
-    learning_starts: int = 100
-    """Steps of uniformly random (allowed) actions collected before the first update."""
-    batch_size: int = 256
-    """Transitions per gradient step."""
-    tau: float = 0.005
-    """Polyak coefficient of the target critics (1 = hard copy)."""
-    gamma: float = 0.99
-    """Discount factor."""
-    train_freq: int = 1
-    """Steps between training phases."""
-    gradient_steps: int = 1
-    """Gradient steps per training phase."""
-    ent_coef: float | None = None
-    """Fixed temperature alpha; unset (None) tunes it automatically towards target_entropy."""
-    ent_coef_init: float = 1.0
-    """Initial temperature when it is tuned automatically."""
+class SACDiscreteConfig(SoftActorCriticOptions):
     target_entropy: float | None = None
     """Entropy the automatic temperature aims for; None = target_entropy_scale * log(number of
     actions allowed at s)."""
     target_entropy_scale: float = 0.89
     """Fraction of the uniform policy's entropy used as the default target (CleanRL's 0.89)."""
-    target_update_interval: int = 1
-    """Gradient steps between Polyak updates of the target critics."""
-    net_arch: list[int] = field(default_factory=lambda: [256, 256])
-    """Hidden layer widths of the actor and of each critic (ReLU MLPs)."""
-    normalize_observations: bool = False
-    """Normalise observations with running statistics (exported inside the policy)."""
-    normalize_clip: float = 10.0
-    """Clip of the normalised observations."""
-    total_timesteps: int = 1_000_000
-    """Step budget the learning-rate schedule is laid over (set by the training loop)."""
 
     def validate(self) -> None:
-        check_config(self)
+        super().validate()
         if not 0 <= self.target_entropy_scale <= 1:
             raise ConfigError("target_entropy_scale must lie in [0, 1]")
 

@@ -32,6 +32,7 @@ import math
 from abc import abstractmethod
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -52,24 +53,65 @@ NOISE_STREAM = 0x5AC
 """Mixed into the seed of the learner's noise generator."""
 
 
-def check_config(config: Any) -> None:
-    """Validation shared by the SAC configs."""
-    if config.learning_rate_schedule not in SCHEDULES:
-        raise ConfigError(f"learning_rate_schedule must be one of {', '.join(SCHEDULES)}")
-    if config.learning_rate <= 0:
-        raise ConfigError("learning_rate must be > 0")
-    if config.batch_size < 1 or config.buffer_size < config.batch_size:
-        raise ConfigError("need 1 <= batch_size <= buffer_size")
-    if config.train_freq < 1 or config.gradient_steps < 0 or config.target_update_interval < 1:
-        raise ConfigError("train_freq and target_update_interval must be >= 1, gradient_steps >= 0")
-    if config.learning_starts < 0:
-        raise ConfigError("learning_starts must be >= 0")
-    if not 0 < config.tau <= 1 or not 0 <= config.gamma <= 1:
-        raise ConfigError("tau must lie in (0, 1] and gamma in [0, 1]")
-    if config.ent_coef is not None and config.ent_coef < 0:
-        raise ConfigError("ent_coef must be >= 0 (or unset for automatic tuning)")
-    if config.ent_coef_init <= 0:
-        raise ConfigError("ent_coef_init must be > 0")
+@dataclass
+class SoftActorCriticOptions:
+    """The hyperparameters both SAC variants share (their configs add their own)."""
+
+    learning_rate: float = 3e-4
+    """Adam step size of actor, critics and temperature (at the start, if the schedule is
+    linear)."""
+    learning_rate_schedule: str = "constant"
+    """"constant", or "linear" (decays to 0 over the step budget, as the zoo's lin_ values)."""
+    buffer_size: int = 1_000_000
+    """Replay capacity in transitions."""
+    learning_starts: int = 100
+    """Steps of uniformly random (allowed) actions collected before the first update."""
+    batch_size: int = 256
+    """Transitions per gradient step."""
+    tau: float = 0.005
+    """Polyak coefficient of the target critics (1 = hard copy)."""
+    gamma: float = 0.99
+    """Discount factor."""
+    train_freq: int = 1
+    """Steps between training phases."""
+    gradient_steps: int = 1
+    """Gradient steps per training phase."""
+    ent_coef: float | None = None
+    """Fixed temperature alpha; unset (None) tunes it automatically towards target_entropy."""
+    ent_coef_init: float = 1.0
+    """Initial temperature when it is tuned automatically."""
+    target_entropy: float | None = None
+    """Entropy the automatic temperature aims for; None = the algorithm's default."""
+    target_update_interval: int = 1
+    """Gradient steps between Polyak updates of the target critics."""
+    net_arch: list[int] = field(default_factory=lambda: [256, 256])
+    """Hidden layer widths of the actor and of each critic (ReLU MLPs)."""
+    normalize_observations: bool = False
+    """Normalise observations with running statistics (exported inside the policy)."""
+    normalize_clip: float = 10.0
+    """Clip of the normalised observations."""
+    total_timesteps: int = 1_000_000
+    """Step budget the learning-rate schedule is laid over (set by the training loop)."""
+
+    def validate(self) -> None:
+        if self.learning_rate_schedule not in SCHEDULES:
+            raise ConfigError(f"learning_rate_schedule must be one of {', '.join(SCHEDULES)}")
+        if self.learning_rate <= 0:
+            raise ConfigError("learning_rate must be > 0")
+        if self.batch_size < 1 or self.buffer_size < self.batch_size:
+            raise ConfigError("need 1 <= batch_size <= buffer_size")
+        if self.train_freq < 1 or self.gradient_steps < 0 or self.target_update_interval < 1:
+            raise ConfigError(
+                "train_freq and target_update_interval must be >= 1, gradient_steps >= 0"
+            )
+        if self.learning_starts < 0:
+            raise ConfigError("learning_starts must be >= 0")
+        if not 0 < self.tau <= 1 or not 0 <= self.gamma <= 1:
+            raise ConfigError("tau must lie in (0, 1] and gamma in [0, 1]")
+        if self.ent_coef is not None and self.ent_coef < 0:
+            raise ConfigError("ent_coef must be >= 0 (or unset for automatic tuning)")
+        if self.ent_coef_init <= 0:
+            raise ConfigError("ent_coef_init must be > 0")
 
 
 class EnsembleMLP(nn.Module):
