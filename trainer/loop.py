@@ -21,6 +21,7 @@ from trainer import registry
 from trainer.collector import Collector
 from trainer.core.checkpoint import load_checkpoint, save_checkpoint
 from trainer.core.config import config_to_json, resolve
+from trainer.core.numerics import flushing_denormals
 from trainer.evaluation import EvalResult, evaluate
 from trainer.export import default_policy_name, export_artifact
 from trainer.learner import BoolArray, FloatArray, Learner
@@ -140,38 +141,44 @@ def train(options: RunOptions) -> RunResult:
     torch.set_num_threads(max(1, options.threads))
     observations, masks = collector.reset()
     actions = learner.act(observations, masks, False).actions
-    try:
-        while learner.num_steps < timesteps and not reached:
-            before = learner.num_steps
-            step = collector.step(actions)
-            # The next actions are chosen before learning from this step, so on-policy learners
-            # (SARSA) receive the action actually taken at s'.
-            actions = learner.act(step.next_observations, step.next_masks, False).actions
-            scalars = learner.observe(step.transitions(actions))
-            now = learner.num_steps
-            for episode_return, episode_length in step.finished:
-                logger.episode(now, episode_return, episode_length)
-            logger.scalars(now, {**scalars, **learner.extra_scalars()})
-            if before // 1000 != now // 1000 or now >= timesteps:
-                logger.advance(now)
-            if options.eval_freq > 0 and before // options.eval_freq != now // options.eval_freq:
-                paused = time.monotonic()
-                result = run_eval(now)
-                history.append((now, result.mean, paused - started - overhead))
-                logger.evaluation(now, result)
-                if best is None or result.mean > best.mean:
-                    best = result
-                    save_checkpoint(learner.state_dict(), checkpoints / "best.safetensors")
-                reached = options.target_return is not None and result.mean >= options.target_return
-                overhead += time.monotonic() - paused
-        train_seconds = time.monotonic() - started - overhead
-        final = run_eval(timesteps) if options.eval_episodes > 0 and not reached else None
-        if final is not None:
-            history.append((learner.num_steps, final.mean, train_seconds))
-            logger.evaluation(learner.num_steps, final)
-    finally:
-        logger.close(learner.num_steps)
-        collector.close()
+    with flushing_denormals():  # see trainer/core/numerics.py: denormals slow updates 5x
+        try:
+            while learner.num_steps < timesteps and not reached:
+                before = learner.num_steps
+                step = collector.step(actions)
+                # The next actions are chosen before learning from this step, so on-policy learners
+                # (SARSA) receive the action actually taken at s'.
+                actions = learner.act(step.next_observations, step.next_masks, False).actions
+                scalars = learner.observe(step.transitions(actions))
+                now = learner.num_steps
+                for episode_return, episode_length in step.finished:
+                    logger.episode(now, episode_return, episode_length)
+                logger.scalars(now, {**scalars, **learner.extra_scalars()})
+                if before // 1000 != now // 1000 or now >= timesteps:
+                    logger.advance(now)
+                if (
+                    options.eval_freq > 0
+                    and before // options.eval_freq != now // options.eval_freq
+                ):
+                    paused = time.monotonic()
+                    result = run_eval(now)
+                    history.append((now, result.mean, paused - started - overhead))
+                    logger.evaluation(now, result)
+                    if best is None or result.mean > best.mean:
+                        best = result
+                        save_checkpoint(learner.state_dict(), checkpoints / "best.safetensors")
+                    reached = (
+                        options.target_return is not None and result.mean >= options.target_return
+                    )
+                    overhead += time.monotonic() - paused
+            train_seconds = time.monotonic() - started - overhead
+            final = run_eval(timesteps) if options.eval_episodes > 0 and not reached else None
+            if final is not None:
+                history.append((learner.num_steps, final.mean, train_seconds))
+                logger.evaluation(learner.num_steps, final)
+        finally:
+            logger.close(learner.num_steps)
+            collector.close()
     save_checkpoint(learner.state_dict(), checkpoints / "last.safetensors")
     steps_done = learner.num_steps
     exported_eval = final

@@ -15,7 +15,7 @@ from trainer.algos.ppo import PPO, adapt_kl_beta, clipped_surrogate_loss
 from trainer.algos.reinforce import Reinforce
 from trainer.core import masking
 from trainer.core.normalization import ObservationNormalizer
-from trainer.core.policy_heads import GaussianHead, categorical_kl
+from trainer.core.policy_heads import CategoricalHead, GaussianHead, categorical_kl
 from trainer.core.rollout import compute_gae, discounted_returns
 from trainer.learner import TransitionBatch
 
@@ -136,9 +136,8 @@ def test_categorical_head_outputs() -> None:
 def test_ppo_clipped_loss_by_hand() -> None:
     ratios = torch.tensor([1.5, 0.5, 1.1, 0.5])
     advantages = torch.tensor([1.0, 1.0, -2.0, -1.0])
-    old = torch.tensor([-1.0, -2.0, -0.5, -0.3])
     # min(r A, clip(r, .8, 1.2) A): 1.2, 0.5, -2.2, -0.8 -> loss = -mean = 0.325
-    loss = clipped_surrogate_loss(old + ratios.log(), old, advantages, 0.2)
+    loss = clipped_surrogate_loss(ratios, advantages, 0.2)
     torch.testing.assert_close(loss, torch.tensor(0.325))
 
 
@@ -313,3 +312,52 @@ def test_normalizer_statistics_follow_the_observations_and_travel_in_the_export(
     exported = learner.policy_module()
     names = set(exported.state_dict())
     assert {"actor.0.mean", "actor.0.var", "actor.0.count"} <= names
+
+
+def test_no_mask_is_the_all_allowed_mask() -> None:
+    """The unmasked fast paths (masks None) give what an all-True mask gives, and the one-pass
+    log_prob_entropy what log_prob and entropy give apart."""
+    head = CategoricalHead(4)
+    everything = torch.ones_like(MASK)
+    actions = torch.tensor([2, 3])
+    for masks in (None, everything, MASK):
+        reference = MASK if masks is MASK else everything
+        log_prob, entropy = head.log_prob_entropy(LOGITS, actions, masks)
+        torch.testing.assert_close(log_prob, head.log_prob(LOGITS, actions, reference))
+        torch.testing.assert_close(entropy, head.entropy(LOGITS, reference))
+        torch.testing.assert_close(
+            head.kl(LOGITS, LOGITS * 0.5, masks), head.kl(LOGITS, LOGITS * 0.5, reference)
+        )
+        torch.testing.assert_close(
+            masking.masked_probabilities(LOGITS, masks),
+            masking.masked_probabilities(LOGITS, reference),
+        )
+        assert torch.equal(
+            masking.masked_argmax_torch(LOGITS, masks),
+            masking.masked_argmax_torch(LOGITS, reference),
+        )
+
+
+def test_rollout_hands_out_masks_only_when_some_action_was_masked() -> None:
+    learner = make_learner("ppo")
+    assert isinstance(learner, PPO)
+    for batch in random_transitions(learner, 2, seed=0):
+        learner.rollout.add(
+            batch.observations,
+            batch.actions,
+            batch.rewards,
+            batch.next_observations,
+            batch.terminated,
+            batch.truncated,
+            np.ones((1, learner.num_actions), dtype=np.bool_),
+        )
+    assert learner.rollout.flat_masks() is None
+    rng = np.random.default_rng(0)
+    zeros = np.zeros((2, 1), dtype=np.float32)
+    batches = list(learner.rollout.minibatches(zeros, zeros, 1, rng))
+    assert len(batches) == 2 and all(mb.action_masks is None for mb in batches)
+    learner.rollout.action_masks_TNA[1, 0, 0] = False
+    masks = learner.rollout.flat_masks()
+    assert masks is not None and not masks[1, 0]
+    batches = list(learner.rollout.minibatches(zeros, zeros, 1, rng))
+    assert all(mb.action_masks is not None for mb in batches)

@@ -19,8 +19,9 @@ from agentserve.errors import ConfigError
 from agentserve.spaces import BoxSpec, DiscreteSpec
 from trainer.algos.sac import SAC, SACConfig, squashed_sample
 from trainer.algos.sac_discrete import SACDiscrete, SACDiscreteConfig
+from trainer.core.numerics import flushing_denormals
 from trainer.core.replay import ReplaySample
-from trainer.core.soft_actor_critic import EnsembleMLP, flushing_denormals, polyak_update
+from trainer.core.soft_actor_critic import EnsembleMLP, polyak_update
 from trainer.envs import make_env
 from trainer.learner import Learner, TransitionBatch
 

@@ -70,17 +70,18 @@ class A2C(RolloutLearner):
         r = self.rollout
         total = r.pos * r.n_envs
         obs_MO = torch.from_numpy(r.observations_TNO.reshape(total, -1))
-        mask_MA = torch.from_numpy(r.action_masks_TNA.reshape(total, -1))
+        masks = r.flat_masks()
+        mask_MA = None if masks is None else torch.from_numpy(masks)
         actions_M = torch.from_numpy(r.actions_TN.reshape(total, *r.action_shape))
         advantages_M = torch.from_numpy(advantages_TN.reshape(total))
         if self.config.normalize_advantage and total > 1:
             advantages_M = (advantages_M - advantages_M.mean()) / (advantages_M.std() + 1e-8)
         returns_M = torch.from_numpy(returns_TN.reshape(total))
         params_MP, values_M = self.net(obs_MO)
-        log_probs_M = self.head.log_prob(params_MP, actions_M, mask_MA)
+        log_probs_M, entropy_M = self.head.log_prob_entropy(params_MP, actions_M, mask_MA)
         policy_loss = -(log_probs_M * advantages_M).mean()
         value_loss = F.mse_loss(values_M, returns_M)
-        entropy = self.head.entropy(params_MP, mask_MA).mean()
+        entropy = entropy_M.mean()
         loss = policy_loss + self.config.vf_coef * value_loss - self.config.ent_coef * entropy
         self.gradient_step(loss)
         return {

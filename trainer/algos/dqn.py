@@ -29,6 +29,7 @@ from agentserve.errors import ConfigError
 from agentserve.spaces import BoxSpec, DiscreteSpec, SpaceSpec
 from trainer.core import masking, normalization, schedules
 from trainer.core.checkpoint import load_module_tensors, module_tensors
+from trainer.core.flat_optim import FlatOptimizer
 from trainer.core.networks import q_network
 from trainer.core.nstep import NStepAccumulator
 from trainer.core.replay import PrioritizedReplayBuffer, ReplayBuffer, ReplaySample
@@ -137,9 +138,9 @@ class DQN(Learner):
         )
         self.q_net = q_network(obs_size, config.net_arch, self.num_actions, config.dueling)
         self.target_net = copy.deepcopy(self.q_net).requires_grad_(False)
-        self.optimizer = torch.optim.Adam(
-            self.q_net.parameters(), lr=config.learning_rate, fused=True
-        )
+        self.online_parameters: list[torch.Tensor] = list(self.q_net.parameters())
+        self.target_parameters: list[torch.Tensor] = list(self.target_net.parameters())
+        self.optimizer = FlatOptimizer(self.q_net.parameters(), config.learning_rate)
         self.replay = (
             PrioritizedReplayBuffer(
                 config.buffer_size,
@@ -204,7 +205,8 @@ class DQN(Learner):
         ):
             scalars["train/loss"] = self._train_phase(c.gradient_steps)
         if before // c.target_update_interval != self.num_steps // c.target_update_interval:
-            self.target_net.load_state_dict(self.q_net.state_dict())
+            with torch.no_grad():
+                torch._foreach_copy_(self.target_parameters, self.online_parameters)
         return scalars
 
     def _train_phase(self, count: int) -> float:
@@ -214,20 +216,26 @@ class DQN(Learner):
         previous step and are computed step by step."""
         c = self.config
         progress = min(1.0, self.num_steps / max(c.total_timesteps, 1))
-        batched = not c.double_q and not c.prioritized_replay
-        if batched:
-            drawn = self.replay.sample(c.batch_size * count, self.rng, progress)
-            all_targets = self._targets(drawn)
         losses = []
-        for k in range(count):
-            if batched:
+        if not c.double_q and not c.prioritized_replay:
+            drawn = self.replay.sample(c.batch_size * count, self.rng, progress)
+            observations = self.normalizer(drawn.observations)
+            actions = drawn.actions.unsqueeze(1)
+            targets = self._targets(drawn)
+            for k in range(count):
                 rows = slice(k * c.batch_size, (k + 1) * c.batch_size)
-                sample = drawn._replace(**{f: getattr(drawn, f)[rows] for f in drawn._fields})
-                targets = all_targets[rows]
-            else:
+                losses.append(self._gradient_step(observations[rows], actions[rows], targets[rows]))
+        else:
+            for _ in range(count):
                 sample = self.replay.sample(c.batch_size, self.rng, progress)
-                targets = self._targets(sample)
-            losses.append(self._gradient_step(sample, targets))
+                losses.append(
+                    self._gradient_step(
+                        self.normalizer(sample.observations),
+                        sample.actions.unsqueeze(1),
+                        self._targets(sample),
+                        sample if c.prioritized_replay else None,
+                    )
+                )
         return float(torch.stack(losses).mean())
 
     def _targets(self, sample: ReplaySample) -> torch.Tensor:
@@ -243,16 +251,26 @@ class DQN(Learner):
             targets: torch.Tensor = sample.rewards + bootstrap
             return targets
 
-    def _gradient_step(self, sample: ReplaySample, targets: torch.Tensor) -> torch.Tensor:
-        q_all = self.q_net(self.normalizer(sample.observations))
-        q_taken = q_all.gather(1, sample.actions.unsqueeze(1)).squeeze(1)
-        losses = F.smooth_l1_loss(q_taken, targets, reduction="none")
-        loss = (losses * sample.weights).mean()
-        if self.config.prioritized_replay:
-            self.replay.update_priorities(sample.indices, (q_taken - targets).detach().numpy())
-        self.optimizer.zero_grad(set_to_none=True)
+    def _gradient_step(
+        self,
+        observations: torch.Tensor,
+        actions_B1: torch.Tensor,
+        targets: torch.Tensor,
+        prioritized: ReplaySample | None = None,
+    ) -> torch.Tensor:
+        """One Huber-loss step; with prioritized replay (`prioritized`: the sample) the losses
+        are importance-weighted and the sample's priorities updated."""
+        q_taken = self.q_net(observations).gather(1, actions_B1).squeeze(1)
+        if prioritized is None:
+            loss = F.smooth_l1_loss(q_taken, targets)
+        else:
+            losses = F.smooth_l1_loss(q_taken, targets, reduction="none")
+            loss = (losses * prioritized.weights).mean()
+            errors = (q_taken - targets).detach().numpy()
+            self.replay.update_priorities(prioritized.indices, errors)
+        self.optimizer.zero_grad()
         loss.backward()  # type: ignore[no-untyped-call]
-        nn.utils.clip_grad_norm_(self.q_net.parameters(), self.config.max_grad_norm, foreach=True)
+        self.optimizer.clip_grad_norm(self.config.max_grad_norm)
         self.optimizer.step()
         self.num_updates += 1
         return loss.detach()
@@ -269,7 +287,7 @@ class DQN(Learner):
             **module_tensors(self.normalizer, "normalizer."),
             **module_tensors(self.q_net, "q_net."),
             **module_tensors(self.target_net, "target_net."),
-            **module_tensors(self.optimizer, "optimizer."),
+            **self.optimizer.state_tensors("optimizer."),
             **self.replay.state_tensors("replay."),
             **self.n_step.state_tensors("nstep."),
         }
@@ -278,6 +296,6 @@ class DQN(Learner):
         load_module_tensors(self.normalizer, tensors, "normalizer.")
         load_module_tensors(self.q_net, tensors, "q_net.")
         load_module_tensors(self.target_net, tensors, "target_net.")
-        load_module_tensors(self.optimizer, tensors, "optimizer.")
+        self.optimizer.load_state_tensors(tensors, "optimizer.")
         self.replay.load_state_tensors(tensors, "replay.")
         self.n_step.load_state_tensors(tensors, "nstep.")

@@ -97,13 +97,9 @@ class PPOConfig(PolicyOptions):
 
 
 def clipped_surrogate_loss(
-    log_probs_M: torch.Tensor,
-    old_log_probs_M: torch.Tensor,
-    advantages_M: torch.Tensor,
-    clip_range: float,
+    ratio_M: torch.Tensor, advantages_M: torch.Tensor, clip_range: float
 ) -> torch.Tensor:
-    """-mean(min(r A, clip(r, 1 - clip_range, 1 + clip_range) A)), r = exp(log pi - log pi_old)."""
-    ratio_M = torch.exp(log_probs_M - old_log_probs_M)
+    """-mean(min(r A, clip(r, 1 - clip_range, 1 + clip_range) A)), r = pi(a|s) / pi_old(a|s)."""
     clipped_M = torch.clamp(ratio_M, 1.0 - clip_range, 1.0 + clip_range)
     return -torch.min(ratio_M * advantages_M, clipped_M * advantages_M).mean()
 
@@ -143,7 +139,8 @@ class PPO(RolloutLearner):
         total = r.pos * r.n_envs
         clip_range = self.current_clip_range()
         all_obs_MO = torch.from_numpy(r.observations_TNO.reshape(total, -1))
-        all_mask_MA = torch.from_numpy(r.action_masks_TNA.reshape(total, -1))
+        masks = r.flat_masks()
+        all_mask_MA = None if masks is None else torch.from_numpy(masks)
         with torch.no_grad():
             old_params_MP = self.net.policy(all_obs_MO)
         # Per-minibatch statistics stay tensors until the end (one conversion, not one per step).
@@ -151,30 +148,29 @@ class PPO(RolloutLearner):
         for _ in range(c.n_epochs):
             for mb in r.minibatches(advantages_TN, returns_TN, c.batch_size, self.rng):
                 params_MP, values_M = self.net(mb.observations)
-                log_probs_M = self.head.log_prob(params_MP, mb.actions, mb.action_masks)
+                log_probs_M, entropy_M = self.head.log_prob_entropy(
+                    params_MP, mb.actions, mb.action_masks
+                )
                 advantages_M = mb.advantages
                 if c.normalize_advantage and len(advantages_M) > 1:
                     advantages_M = (advantages_M - advantages_M.mean()) / (
                         advantages_M.std() + 1e-8
                     )
+                ratio_M = torch.exp(log_probs_M - mb.old_log_probs)
                 if c.kl_penalty:
-                    ratio_M = torch.exp(log_probs_M - mb.old_log_probs)
                     kl_M = self.head.kl(old_params_MP[mb.rows], params_MP, mb.action_masks)
                     policy_loss = -(ratio_M * advantages_M).mean() + self.kl_beta * kl_M.mean()
                 else:
-                    policy_loss = clipped_surrogate_loss(
-                        log_probs_M, mb.old_log_probs, advantages_M, clip_range
-                    )
+                    policy_loss = clipped_surrogate_loss(ratio_M, advantages_M, clip_range)
                 if c.clip_range_vf is not None:
                     values_M = mb.old_values + torch.clamp(
                         values_M - mb.old_values, -c.clip_range_vf, c.clip_range_vf
                     )
                 value_loss = F.mse_loss(values_M, mb.returns)
-                entropy = self.head.entropy(params_MP, mb.action_masks).mean()
+                entropy = entropy_M.mean()
                 loss = policy_loss + c.vf_coef * value_loss - c.ent_coef * entropy
                 self.gradient_step(loss)
                 with torch.no_grad():
-                    ratio_M = torch.exp(log_probs_M - mb.old_log_probs)
                     clipped = ((ratio_M - 1.0).abs() > clip_range).float().mean()
                     stats.append(torch.stack([loss, policy_loss, value_loss, entropy, clipped]))
         with torch.no_grad():

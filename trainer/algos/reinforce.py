@@ -134,12 +134,14 @@ class Reinforce(PolicyGradientLearner):
         )
         self.finished = []
         params_MP, values_M = self.net(obs_MO)
-        log_probs_M = self.head.log_prob(params_MP, actions_M, masks_MA)
+        log_probs_M, entropy_M = self.head.log_prob_entropy(
+            params_MP, actions_M, None if bool(masks_MA.all()) else masks_MA
+        )
         weights_M = returns_M - values_M.detach() if c.baseline else returns_M
         if c.normalize_returns and len(weights_M) > 1:
             weights_M = (weights_M - weights_M.mean()) / (weights_M.std() + 1e-8)
         policy_loss = -(log_probs_M * weights_M).mean()
-        entropy = self.head.entropy(params_MP, masks_MA).mean()
+        entropy = entropy_M.mean()
         loss = policy_loss - c.ent_coef * entropy
         scalars = {"train/policy_loss": float(policy_loss.detach())}
         if c.baseline:

@@ -23,6 +23,7 @@ from agentserve.errors import ConfigError
 from agentserve.spaces import BoxSpec, DiscreteSpec, SpaceSpec
 from trainer.core import normalization
 from trainer.core.checkpoint import load_module_tensors, module_tensors
+from trainer.core.flat_optim import FlatOptimizer
 from trainer.core.networks import ActorCritic
 from trainer.core.policy_heads import (  # SoftmaxPolicy: re-exported
     CategoricalHead,
@@ -97,17 +98,12 @@ class PolicyGradientLearner(Learner):
             self.head = GaussianHead(action_space, self.net.log_std)
         self.distribution = self.head.distribution
         self.num_actions = self.head.mask_width
-        params = self.net.parameters()
-        self.optimizer: torch.optim.Optimizer = (
-            torch.optim.Adam(params, lr=config.learning_rate, eps=config.optimizer_eps, fused=True)
-            if config.optimizer == "adam"
-            else torch.optim.RMSprop(
-                params,
-                lr=config.learning_rate,
-                alpha=config.rmsprop_alpha,
-                eps=config.optimizer_eps,
-                foreach=True,
-            )
+        self.optimizer = FlatOptimizer(
+            self.net.parameters(),
+            config.learning_rate,
+            kind=config.optimizer,
+            alpha=config.rmsprop_alpha,
+            eps=config.optimizer_eps,
         )
 
     @classmethod
@@ -128,7 +124,9 @@ class PolicyGradientLearner(Learner):
         self, observations: FloatArray, action_masks: BoolArray | None, deterministic: bool
     ) -> ActionBatch:
         batch = len(observations)
-        mask_BA = torch.from_numpy(self._masks(action_masks, batch))
+        mask_BA = (
+            None if action_masks is None else torch.from_numpy(self._masks(action_masks, batch))
+        )
         with torch.no_grad():
             obs_BO = torch.as_tensor(observations, dtype=torch.float32).reshape(batch, -1)
             actions, propensities = self.head.act(
@@ -149,11 +147,10 @@ class PolicyGradientLearner(Learner):
 
     def gradient_step(self, loss: torch.Tensor) -> None:
         """One optimizer step at the scheduled learning rate, gradients clipped by norm."""
-        for group in self.optimizer.param_groups:
-            group["lr"] = self.current_learning_rate()
-        self.optimizer.zero_grad(set_to_none=True)
+        self.optimizer.lr = self.current_learning_rate()
+        self.optimizer.zero_grad()
         loss.backward()  # type: ignore[no-untyped-call]
-        nn.utils.clip_grad_norm_(self.net.parameters(), self.config.max_grad_norm, foreach=True)
+        self.optimizer.clip_grad_norm(self.config.max_grad_norm)
         self.optimizer.step()
         self.num_updates += 1
 
@@ -167,11 +164,11 @@ class PolicyGradientLearner(Learner):
         return scalars
 
     def _network_tensors(self) -> dict[str, npt.NDArray[Any]]:
-        return {**module_tensors(self.net, "net."), **module_tensors(self.optimizer, "optimizer.")}
+        return {**module_tensors(self.net, "net."), **self.optimizer.state_tensors("optimizer.")}
 
     def _load_network_tensors(self, tensors: dict[str, npt.NDArray[Any]]) -> None:
         load_module_tensors(self.net, tensors, "net.")
-        load_module_tensors(self.optimizer, tensors, "optimizer.")
+        self.optimizer.load_state_tensors(tensors, "optimizer.")
 
 
 class RolloutLearner(PolicyGradientLearner):

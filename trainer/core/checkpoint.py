@@ -18,34 +18,19 @@ from trainer.learner import LearnerState
 META_KEY = "agentserve.learner_state"
 
 
-def module_tensors(
-    obj: torch.nn.Module | torch.optim.Optimizer, prefix: str
-) -> dict[str, npt.NDArray[Any]]:
-    """A module's state dict, or an optimizer's per-parameter state, as numpy arrays."""
-    if isinstance(obj, torch.nn.Module):
-        return {prefix + k: v.detach().cpu().numpy().copy() for k, v in obj.state_dict().items()}
-    out: dict[str, npt.NDArray[Any]] = {}
-    for index, values in obj.state_dict()["state"].items():
-        for key, value in values.items():
-            out[f"{prefix}{index}.{key}"] = torch.as_tensor(value).detach().cpu().numpy().copy()
-    return out
+def module_tensors(module: torch.nn.Module, prefix: str) -> dict[str, npt.NDArray[Any]]:
+    """A module's state dict as numpy arrays (copies)."""
+    return {prefix + k: v.detach().cpu().numpy().copy() for k, v in module.state_dict().items()}
 
 
 def load_module_tensors(
-    obj: torch.nn.Module | torch.optim.Optimizer, tensors: dict[str, npt.NDArray[Any]], prefix: str
+    module: torch.nn.Module, tensors: dict[str, npt.NDArray[Any]], prefix: str
 ) -> None:
     mine = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
-    if isinstance(obj, torch.nn.Module):
-        try:
-            obj.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in mine.items()})
-        except RuntimeError as error:
-            raise ConfigError(f"checkpoint does not fit the network: {error}") from None
-        return
-    state: dict[int, dict[str, torch.Tensor]] = {}
-    for key, value in mine.items():
-        index, _, name = key.partition(".")
-        state.setdefault(int(index), {})[name] = torch.from_numpy(np.array(value))
-    obj.load_state_dict({"state": state, "param_groups": obj.state_dict()["param_groups"]})
+    try:
+        module.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in mine.items()})
+    except RuntimeError as error:
+        raise ConfigError(f"checkpoint does not fit the network: {error}") from None
 
 
 def save_checkpoint(state: LearnerState, path: Path) -> None:

@@ -23,8 +23,11 @@ def mask_scores(scores_BA: torch.Tensor, mask_BA: torch.Tensor) -> torch.Tensor:
     return torch.where(mask_BA, scores_BA, torch.finfo(scores_BA.dtype).min)
 
 
-def masked_argmax_torch(scores_BA: torch.Tensor, mask_BA: torch.Tensor) -> torch.Tensor:
-    """Argmax over allowed actions (first maximum on ties); never a masked index."""
+def masked_argmax_torch(scores_BA: torch.Tensor, mask_BA: torch.Tensor | None) -> torch.Tensor:
+    """Argmax over allowed actions (first maximum on ties); never a masked index. `mask_BA`
+    None (here and in the functions below): every action allowed."""
+    if mask_BA is None:
+        return scores_BA.argmax(dim=-1)
     greedy_B = mask_scores(scores_BA, mask_BA).argmax(dim=-1)
     allowed_B = mask_BA.gather(1, greedy_B.unsqueeze(-1)).squeeze(-1)
     first_allowed_B = mask_BA.to(torch.int32).argmax(dim=-1)
@@ -100,8 +103,17 @@ def epsilon_greedy_act(
     explore_B = rng.random(batch) < epsilon
     for i in np.flatnonzero(explore_B):
         actions_B[i] = sample_allowed(rng, None if mask_BA is None else mask_BA[i], num_actions)
-    probabilities_BA = epsilon_greedy_probabilities(q_values_BA, mask_BA, epsilon, greedy_B)
-    return actions_B, probabilities_BA[np.arange(batch), actions_B]
+    # epsilon_greedy_probabilities at the chosen actions, without building [B, A] arrays.
+    allowed_B = (
+        np.full(batch, num_actions, dtype=np.float32)
+        if mask_BA is None
+        else mask_BA.sum(axis=-1).astype(np.float32)
+    )
+    uniform_B = np.float32(1.0) / allowed_B
+    propensities_B = np.float32(epsilon) * uniform_B + np.float32(1.0 - epsilon) * (
+        actions_B == greedy_B
+    ).astype(np.float32)
+    return actions_B, propensities_B.astype(np.float32)
 
 
 # Masked categorical policies (policy-gradient learners). Masked logits become the dtype's
@@ -109,14 +121,18 @@ def epsilon_greedy_act(
 # number stays finite (no NaN in gradients); the public log-probability is -inf on masked actions.
 
 
-def masked_log_softmax(logits_BA: torch.Tensor, mask_BA: torch.Tensor) -> torch.Tensor:
+def masked_log_softmax(logits_BA: torch.Tensor, mask_BA: torch.Tensor | None) -> torch.Tensor:
     """Log-probabilities over the allowed actions; finite everywhere, exp() exactly 0 on masked
-    actions (use this inside losses)."""
+    actions (use this inside losses). `mask_BA` None: every action allowed."""
+    if mask_BA is None:
+        return torch.log_softmax(logits_BA, dim=-1)
     return torch.log_softmax(mask_scores(logits_BA, mask_BA), dim=-1)
 
 
-def masked_probabilities(logits_BA: torch.Tensor, mask_BA: torch.Tensor) -> torch.Tensor:
+def masked_probabilities(logits_BA: torch.Tensor, mask_BA: torch.Tensor | None) -> torch.Tensor:
     """Softmax over the allowed actions, exactly 0 on masked ones."""
+    if mask_BA is None:
+        return torch.softmax(logits_BA, dim=-1)
     probabilities_BA = torch.softmax(mask_scores(logits_BA, mask_BA), dim=-1)
     return torch.where(mask_BA, probabilities_BA, torch.zeros_like(probabilities_BA))
 
@@ -130,15 +146,21 @@ def categorical_log_prob(
     return log_probs_BA.gather(1, actions_B.long().unsqueeze(1)).squeeze(1)
 
 
-def categorical_entropy(logits_BA: torch.Tensor, mask_BA: torch.Tensor) -> torch.Tensor:
+def categorical_entropy(logits_BA: torch.Tensor, mask_BA: torch.Tensor | None) -> torch.Tensor:
     """[B] entropy of the masked distribution (a sum over the allowed actions only)."""
-    log_probs_BA = masked_log_softmax(logits_BA, mask_BA)
-    terms_BA = torch.where(mask_BA, log_probs_BA.exp() * log_probs_BA, 0.0)
+    return entropy_of_log_probs(masked_log_softmax(logits_BA, mask_BA), mask_BA)
+
+
+def entropy_of_log_probs(log_probs_BA: torch.Tensor, mask_BA: torch.Tensor | None) -> torch.Tensor:
+    """[B] -sum p log p over the allowed actions, from `masked_log_softmax`'s output."""
+    terms_BA = log_probs_BA.exp() * log_probs_BA
+    if mask_BA is not None:
+        terms_BA = torch.where(mask_BA, terms_BA, 0.0)
     return -terms_BA.sum(dim=-1)
 
 
 def sample_categorical(
-    logits_BA: torch.Tensor, mask_BA: torch.Tensor, rng: np.random.Generator
+    logits_BA: torch.Tensor, mask_BA: torch.Tensor | None, rng: np.random.Generator
 ) -> torch.Tensor:
     """[B] actions drawn from the masked softmax by the Gumbel-max trick with noise from `rng`
     (the learner's generator, so draws are reproducible and travel with its state). Masked

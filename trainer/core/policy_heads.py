@@ -52,17 +52,23 @@ class PolicyHead(Protocol):
     """numpy dtype of a stored action: int64 or float32."""
 
     def log_prob(
-        self, params_MP: torch.Tensor, actions: torch.Tensor, masks_MA: torch.Tensor
+        self, params_MP: torch.Tensor, actions: torch.Tensor, masks_MA: torch.Tensor | None
     ) -> torch.Tensor:
-        """[M] log pi(a | s)."""
+        """[M] log pi(a | s). Masks None (here and below): every action allowed."""
         ...
 
-    def entropy(self, params_MP: torch.Tensor, masks_MA: torch.Tensor) -> torch.Tensor:
+    def entropy(self, params_MP: torch.Tensor, masks_MA: torch.Tensor | None) -> torch.Tensor:
         """[M] entropy of pi(. | s)."""
         ...
 
+    def log_prob_entropy(
+        self, params_MP: torch.Tensor, actions: torch.Tensor, masks_MA: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(log_prob, entropy) computed together (one log-softmax for discrete actions)."""
+        ...
+
     def kl(
-        self, old_params_MP: torch.Tensor, params_MP: torch.Tensor, masks_MA: torch.Tensor
+        self, old_params_MP: torch.Tensor, params_MP: torch.Tensor, masks_MA: torch.Tensor | None
     ) -> torch.Tensor:
         """[M] KL[pi_old(. | s) || pi(. | s)]."""
         ...
@@ -70,7 +76,7 @@ class PolicyHead(Protocol):
     def act(
         self,
         params_BP: torch.Tensor,
-        masks_BA: torch.Tensor,
+        masks_BA: torch.Tensor | None,
         deterministic: bool,
         rng: np.random.Generator,
     ) -> tuple[ActionArray, FloatArray]:
@@ -83,11 +89,13 @@ class PolicyHead(Protocol):
 
 
 def categorical_kl(
-    old_log_probs_MA: torch.Tensor, log_probs_MA: torch.Tensor, mask_MA: torch.Tensor
+    old_log_probs_MA: torch.Tensor, log_probs_MA: torch.Tensor, mask_MA: torch.Tensor | None
 ) -> torch.Tensor:
     """[M] KL[pi_old || pi] over the allowed actions (log-probabilities from masked_log_softmax)."""
     terms_MA = old_log_probs_MA.exp() * (old_log_probs_MA - log_probs_MA)
-    return torch.where(mask_MA, terms_MA, 0.0).sum(dim=-1)
+    if mask_MA is not None:
+        terms_MA = torch.where(mask_MA, terms_MA, 0.0)
+    return terms_MA.sum(dim=-1)
 
 
 class CategoricalHead:
@@ -99,16 +107,23 @@ class CategoricalHead:
         self.mask_width = num_actions
 
     def log_prob(
-        self, params_MP: torch.Tensor, actions: torch.Tensor, masks_MA: torch.Tensor
+        self, params_MP: torch.Tensor, actions: torch.Tensor, masks_MA: torch.Tensor | None
     ) -> torch.Tensor:
         log_probs_MA = masking.masked_log_softmax(params_MP, masks_MA)
         return log_probs_MA.gather(1, actions.long().unsqueeze(1)).squeeze(1)
 
-    def entropy(self, params_MP: torch.Tensor, masks_MA: torch.Tensor) -> torch.Tensor:
+    def entropy(self, params_MP: torch.Tensor, masks_MA: torch.Tensor | None) -> torch.Tensor:
         return masking.categorical_entropy(params_MP, masks_MA)
 
+    def log_prob_entropy(
+        self, params_MP: torch.Tensor, actions: torch.Tensor, masks_MA: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        log_probs_MA = masking.masked_log_softmax(params_MP, masks_MA)
+        chosen_M = log_probs_MA.gather(1, actions.long().unsqueeze(1)).squeeze(1)
+        return chosen_M, masking.entropy_of_log_probs(log_probs_MA, masks_MA)
+
     def kl(
-        self, old_params_MP: torch.Tensor, params_MP: torch.Tensor, masks_MA: torch.Tensor
+        self, old_params_MP: torch.Tensor, params_MP: torch.Tensor, masks_MA: torch.Tensor | None
     ) -> torch.Tensor:
         return categorical_kl(
             masking.masked_log_softmax(old_params_MP, masks_MA),
@@ -119,7 +134,7 @@ class CategoricalHead:
     def act(
         self,
         params_BP: torch.Tensor,
-        masks_BA: torch.Tensor,
+        masks_BA: torch.Tensor | None,
         deterministic: bool,
         rng: np.random.Generator,
     ) -> tuple[ActionArray, FloatArray]:
@@ -155,16 +170,22 @@ class GaussianHead:
         return mean_MD, log_std_MD
 
     def log_prob(
-        self, params_MP: torch.Tensor, actions: torch.Tensor, masks_MA: torch.Tensor
+        self, params_MP: torch.Tensor, actions: torch.Tensor, masks_MA: torch.Tensor | None
     ) -> torch.Tensor:
         mean_MD, log_std_MD = self.split(params_MP)
         return gaussian_log_prob(actions, mean_MD, log_std_MD)
 
-    def entropy(self, params_MP: torch.Tensor, masks_MA: torch.Tensor) -> torch.Tensor:
+    def entropy(self, params_MP: torch.Tensor, masks_MA: torch.Tensor | None) -> torch.Tensor:
         return gaussian_entropy(self.split(params_MP)[1])
 
+    def log_prob_entropy(
+        self, params_MP: torch.Tensor, actions: torch.Tensor, masks_MA: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        mean_MD, log_std_MD = self.split(params_MP)
+        return gaussian_log_prob(actions, mean_MD, log_std_MD), gaussian_entropy(log_std_MD)
+
     def kl(
-        self, old_params_MP: torch.Tensor, params_MP: torch.Tensor, masks_MA: torch.Tensor
+        self, old_params_MP: torch.Tensor, params_MP: torch.Tensor, masks_MA: torch.Tensor | None
     ) -> torch.Tensor:
         old_mean, old_log_std = self.split(old_params_MP)
         mean, log_std = self.split(params_MP)
@@ -175,7 +196,7 @@ class GaussianHead:
     def act(
         self,
         params_BP: torch.Tensor,
-        masks_BA: torch.Tensor,
+        masks_BA: torch.Tensor | None,
         deterministic: bool,
         rng: np.random.Generator,
     ) -> tuple[ActionArray, FloatArray]:

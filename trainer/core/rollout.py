@@ -26,8 +26,9 @@ class RolloutMinibatch(NamedTuple):
     """[M, obs]"""
     actions: torch.Tensor
     """[M] int64, or [M, D] float32 continuous actions"""
-    action_masks: torch.Tensor
-    """[M, A] bool: the masks the actions were chosen under (A = 0 for continuous actions)."""
+    action_masks: torch.Tensor | None
+    """[M, A] bool: the masks the actions were chosen under; None when no action of the rollout
+    was masked (the losses then skip the masking work)."""
     old_values: torch.Tensor
     """[M] V(s) of the networks that collected the rollout."""
     old_log_probs: torch.Tensor
@@ -148,6 +149,11 @@ class RolloutBuffer:
     def reset(self) -> None:
         self.pos = 0
 
+    def flat_masks(self) -> BoolArray | None:
+        """[T * N, A] masks of the collected steps, or None when every action was allowed."""
+        masks = self.action_masks_TNA[: self.pos].reshape(self.pos * self.n_envs, -1)
+        return None if masks.all() else masks
+
     def minibatches(
         self,
         advantages_TN: FloatArray,
@@ -161,17 +167,18 @@ class RolloutBuffer:
         flat: dict[str, npt.NDArray[Any]] = {
             "observations": self.observations_TNO[: self.pos].reshape(total, -1),
             "actions": self.actions_TN[: self.pos].reshape(total, *self.action_shape),
-            "action_masks": self.action_masks_TNA[: self.pos].reshape(total, -1),
             "old_values": self.values_TN[: self.pos].reshape(total),
             "old_log_probs": self.log_probs_TN[: self.pos].reshape(total),
             "advantages": advantages_TN[: self.pos].reshape(total),
             "returns": returns_TN[: self.pos].reshape(total),
         }
+        masks = self.flat_masks()
         order = rng.permutation(total)
         for start in range(0, total, batch_size):
             rows = order[start : start + batch_size]
             yield RolloutMinibatch(
                 **{k: torch.from_numpy(v[rows]) for k, v in flat.items()},
+                action_masks=None if masks is None else torch.from_numpy(masks[rows]),
                 rows=torch.from_numpy(rows),
             )
 

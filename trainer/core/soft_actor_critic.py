@@ -30,8 +30,7 @@ import copy
 import itertools
 import math
 from abc import abstractmethod
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,6 +44,8 @@ from agentserve.errors import ConfigError
 from agentserve.spaces import SpaceSpec
 from trainer.core import normalization
 from trainer.core.checkpoint import load_module_tensors, module_tensors
+from trainer.core.flat_optim import FlatOptimizer
+from trainer.core.numerics import flushing_denormals
 from trainer.core.replay import ReplayBuffer, ReplaySample
 from trainer.learner import Learner, TransitionBatch
 
@@ -171,19 +172,6 @@ def polyak_update(target: list[torch.Tensor], online: list[torch.Tensor], tau: f
         torch._foreach_lerp_(target, online, tau)
 
 
-@contextmanager
-def flushing_denormals() -> Iterator[None]:
-    """Flushes denormal floats (below 1.2e-38) to zero inside the block, then restores the mode.
-    Learning makes them: Adam's second moment of a tiny gradient, moments of a dead unit's
-    weights decaying towards 0; and CPU arithmetic on them is tens of times slower."""
-    flushing = bool(torch.tensor(1e-38) * 0.01 == 0)  # with flushing on, the product is 0
-    torch.set_flush_denormal(True)
-    try:
-        yield
-    finally:
-        torch.set_flush_denormal(flushing)
-
-
 def temperature_loss(log_alpha: torch.Tensor, log_prob_gap_B: torch.Tensor) -> torch.Tensor:
     """-log(alpha) * mean(log pi + target_entropy): `log_prob_gap_B` is log pi(a|s) (or its
     expectation, -H) plus the target entropy. Gradient descent raises alpha while the entropy is
@@ -215,10 +203,12 @@ class SoftActorCriticLearner(Learner):
             math.log(initial_alpha) if initial_alpha > 0 else -math.inf,
             requires_grad=self.auto_temperature,
         )
-        # One fused Adam over critics, actor and log alpha. Adam is elementwise: each of them
-        # steps exactly as under an optimizer of its own.
-        params = [*self.critic_params, *self.actor.parameters(), self.log_alpha]
-        self.optimizer = torch.optim.Adam(params, lr=c.learning_rate, fused=True)
+        # One Adam over one flat buffer of critics, actor and (when learned) log alpha. Adam is
+        # elementwise: each of them steps exactly as under an optimizer of its own.
+        params = [*self.critic_params, *self.actor.parameters()]
+        self.optimizer = FlatOptimizer(
+            [*params, self.log_alpha] if self.auto_temperature else params, c.learning_rate
+        )
         self.replay = self.make_replay()
         self.generator = torch.Generator()
         noise_seed = np.random.SeedSequence([seed, NOISE_STREAM]).generate_state(1, np.uint64)[0]
@@ -272,9 +262,7 @@ class SoftActorCriticLearner(Learner):
     def train_phase(self, count: int) -> dict[str, float]:
         """`count` updates; returns their mean losses and the mean temperature."""
         c = self.config
-        lr = self.learning_rate()
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
+        self.optimizer.lr = self.learning_rate()
         sums = torch.zeros(4)
         with flushing_denormals():
             for _ in range(count):
@@ -314,7 +302,7 @@ class SoftActorCriticLearner(Learner):
         total = critic_loss + actor_loss
         if self.auto_temperature:
             total = total + alpha_loss
-        self.optimizer.zero_grad(set_to_none=True)
+        self.optimizer.zero_grad()
         total.backward()  # type: ignore[no-untyped-call]
         self.optimizer.step()
         return torch.stack([critic_loss, actor_loss, alpha_loss, alpha]).detach()
@@ -330,7 +318,7 @@ class SoftActorCriticLearner(Learner):
             **module_tensors(self.actor, "actor."),
             **module_tensors(self.critic, "critic."),
             **module_tensors(self.critic_target, "critic_target."),
-            **module_tensors(self.optimizer, "optimizer."),
+            **self.optimizer.state_tensors("optimizer."),
             "log_alpha": self.log_alpha.detach().numpy().reshape(1).copy(),
             "generator": self.generator.get_state().numpy().copy(),
             **self.replay.state_tensors("replay."),
@@ -340,7 +328,7 @@ class SoftActorCriticLearner(Learner):
         load_module_tensors(self.actor, tensors, "actor.")
         load_module_tensors(self.critic, tensors, "critic.")
         load_module_tensors(self.critic_target, tensors, "critic_target.")
-        load_module_tensors(self.optimizer, tensors, "optimizer.")
+        self.optimizer.load_state_tensors(tensors, "optimizer.")
         with torch.no_grad():
             self.log_alpha.copy_(torch.from_numpy(np.array(tensors["log_alpha"])).reshape(()))
         self.generator.set_state(torch.from_numpy(np.array(tensors["generator"], dtype=np.uint8)))
