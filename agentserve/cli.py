@@ -120,6 +120,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             grace_seconds=args.grace,
             runtime=args.runtime,
             ready_file=args.ready_file,
+            safety_config=args.safety_config,
         )
     )
 
@@ -332,6 +333,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--grace", type=float, default=10.0, help="seconds to drain on SIGTERM")
     p.add_argument("--runtime", choices=["onnx", "table"], help="force a runtime")
     p.add_argument("--ready-file", type=Path, help="write pid and ports here once serving")
+    p.add_argument(
+        "--safety-config",
+        type=Path,
+        help="YAML/JSON of per-policy safety rules, on top of the manifests' (docs/safety.md)",
+    )
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("simulate", help="step a local env with actions served remotely")

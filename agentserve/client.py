@@ -40,6 +40,12 @@ class ActResult:
     """Every action's probability (discrete policies), empty otherwise."""
     values: npt.NDArray[np.float32]
     """Q-values (value-based algorithms), empty otherwise."""
+    fallback: bool = False
+    """Nothing was allowed (mask AND safety rules): `action` is the policy's fallback."""
+    clamped: bool = False
+    """Continuous policies: the policy's own action was clamped (action space or safety bounds)."""
+    explanation: agent_pb2.Explanation | None = None
+    """Present when asked for with `explain=True` (see protos/agentserve/v1/agent.proto)."""
 
 
 @dataclass(frozen=True)
@@ -112,8 +118,10 @@ class Client:
         policy: str | None = None,
         version: int = 0,
         episode_id: str = "",
+        explain: bool = False,
     ) -> ActResult:
-        """Asks the server for an action for one observation (any shape; flattened row-major)."""
+        """Asks the server for an action for one observation (any shape; flattened row-major).
+        `explain`: also return why (every action before and after masking, the rules fired)."""
         name = policy or self.policy
         if not name:
             raise ValueError("no policy named: pass policy= here or to Client(...)")
@@ -124,6 +132,7 @@ class Client:
             action_mask=[] if action_mask is None else [bool(m) for m in action_mask],
             deterministic=deterministic,
             episode_id=episode_id,
+            explain=explain,
         )
         response = self._call(self._stub.Act, request)
         action: int | npt.NDArray[np.float32]
@@ -137,6 +146,9 @@ class Client:
             propensity=float(response.propensity),
             probabilities=np.asarray(response.probabilities, dtype=np.float32),
             values=np.asarray(response.values, dtype=np.float32),
+            fallback=bool(response.fallback),
+            clamped=bool(response.clamped),
+            explanation=response.explanation if response.HasField("explanation") else None,
         )
 
     def list_policies(self) -> list[PolicyDescription]:

@@ -1,8 +1,9 @@
 """Continuous actions, torch-free: how a served Gaussian policy turns (mean, log std) into an
 action inside the action box, and the density of what it drew.
 
-- `gaussian` (PPO, A2C, REINFORCE): u ~ N(mean, std), action = clip(u, low, high). The density
-  reported is that of u (the clipped tail is what Stable-Baselines3 and CleanRL also ignore).
+- `gaussian` (PPO, A2C, REINFORCE): u ~ N(mean, std); the caller clips u to the box (and to any
+  safety bounds; see service.policy). The density reported is that of u (the clipped tail is
+  what Stable-Baselines3 and CleanRL also ignore).
 - `squashed_gaussian` (SAC): u ~ N(mean, std), action = low + (tanh(u) + 1) (high - low) / 2,
   with the change-of-variables density of the action itself.
 The noise-free action (`greedy_action` in the ONNX graph) is the same map applied to the mean.
@@ -38,11 +39,12 @@ def sample(
     high: FloatArray,
     rng: np.random.Generator,
 ) -> tuple[FloatArray, float]:
-    """(action inside [low, high], probability density of the draw) for one observation."""
+    """(the policy's action, probability density of the draw) for one observation: u itself for
+    `gaussian` (possibly outside the box), the squashed action (inside it) otherwise."""
     u = (mean + np.exp(log_std) * rng.standard_normal(mean.shape)).astype(np.float32)
     log_density = gaussian_log_density(u, mean, log_std)
     if distribution == "gaussian":
-        return np.clip(u, low, high).astype(np.float32), math.exp(min(log_density, 80.0))
+        return u, math.exp(min(log_density, 80.0))
     if distribution == "squashed_gaussian":
         tanh_u = np.tanh(u.astype(np.float64))
         half_range = 0.5 * (high.astype(np.float64) - low)

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from agentserve.errors import ManifestError
+from agentserve.safety import SafetyPolicy, parse_safety
 from agentserve.spaces import DiscreteSpec, SpaceSpec, space_from_json
 
 FORMAT = "agentserve.policy/1"
@@ -91,6 +92,8 @@ class Manifest:
     training: dict[str, Any] = field(default_factory=dict)
     """Resolved training config, seed, steps, evaluation results (informational)."""
     onnx_opset: int = 18
+    safety: SafetyPolicy = field(default_factory=SafetyPolicy)
+    """Declarative safety rules and fallback (agentserve.safety); empty = none."""
 
     @property
     def is_discrete(self) -> bool:
@@ -125,6 +128,7 @@ class Manifest:
             "weights": {"file": WEIGHTS_FILE, "format": "safetensors"},
             "files": dict(sorted(self.files.items())),
             "training": self.training,
+            **({} if self.safety.empty else {"safety": self.safety.to_json()}),
         }
 
     @classmethod
@@ -167,12 +171,14 @@ class Manifest:
                     f"distribution {distribution!r} does not fit a {kind} action space "
                     f"(expected one of {', '.join(expected)})"
                 )
+            observation_space = space_from_json(data["observation_space"])
+            safety = parse_safety(data.get("safety"), observation_space, action_space)
             return cls(
                 name=check_policy_name(str(data["name"])),
                 version=version,
                 algorithm=str(data["algorithm"]),
                 env_id=str(data.get("env_id", "")),
-                observation_space=space_from_json(data["observation_space"]),
+                observation_space=observation_space,
                 action_space=action_space,
                 distribution=distribution,
                 epsilon=epsilon,
@@ -180,6 +186,7 @@ class Manifest:
                 files=dict(files),
                 training=training if isinstance(training, dict) else {},
                 onnx_opset=int(onnx.get("opset", 18)),
+                safety=safety,
             )
         except KeyError as missing:
             raise ManifestError(f"manifest lacks required field {missing}") from None

@@ -1,12 +1,18 @@
 """Every Prometheus metric of the service, declared once, in a registry per server.
 
-Labels are bounded: method and status code are fixed sets, `policy` is a loaded policy's name
-(or `_unknown` for names the server does not have), `version` a loaded version.
+Labels are bounded: method, status code and `source` are fixed sets, `policy` is a loaded
+policy's name (or `_unknown` for names the server does not have), `version` a loaded version,
+`rule` a safety rule of a loaded policy.
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+if TYPE_CHECKING:
+    from service.policy import Decision
 
 UNKNOWN_POLICY = "_unknown"
 # Sub-millisecond calls are the norm: buckets start at 50 microseconds.
@@ -57,9 +63,48 @@ class Metrics:
             ["policy"],
             registry=self.registry,
         )
+        self.masked_actions = Counter(
+            "agentserve_masked_actions",
+            "Actions forbidden in Act requests, by policy and source: request (the caller's "
+            "action_mask) or rule (the policy's safety rules). Training logs the env's masks.",
+            ["policy", "source"],
+            registry=self.registry,
+        )
+        self.rule_hits = Counter(
+            "agentserve_safety_rule_hits",
+            "Act requests in which a safety rule's condition held, by policy and rule.",
+            ["policy", "rule"],
+            registry=self.registry,
+        )
+        self.fallbacks = Counter(
+            "agentserve_safety_fallbacks",
+            "Act requests answered with the policy's fallback action (nothing was allowed).",
+            ["policy"],
+            registry=self.registry,
+        )
+        self.clamps = Counter(
+            "agentserve_action_clamps",
+            "Continuous actions clamped, by policy and source: space (the action space's "
+            "bounds) or rule (a safety rule's bounds).",
+            ["policy", "source"],
+            registry=self.registry,
+        )
         self.load_failures = Counter(
             "agentserve_policy_load_failures",
             "Policy versions that failed to load (the reason is in the log).",
             ["policy"],
             registry=self.registry,
         )
+
+    def record_decision(self, policy: str, decision: Decision) -> None:
+        """The safety layer's counters for one answered Act request."""
+        if decision.masked_by_request:
+            self.masked_actions.labels(policy, "request").inc(decision.masked_by_request)
+        if decision.masked_by_rules:
+            self.masked_actions.labels(policy, "rule").inc(decision.masked_by_rules)
+        for fired in decision.fired:
+            self.rule_hits.labels(policy, fired.rule).inc()
+        if decision.fallback:
+            self.fallbacks.labels(policy).inc()
+        for source in decision.clamp_sources:
+            self.clamps.labels(policy, source).inc()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from agentserve.errors import AgentserveError, ConfigError, ManifestError
 from agentserve.manifest import check_policy_name, load_manifest
@@ -28,12 +29,21 @@ class LoadFailure:
 
 
 class PolicyRepository:
-    def __init__(self, root: Path, metrics: Metrics, runtime: str | None = None) -> None:
+    def __init__(
+        self,
+        root: Path,
+        metrics: Metrics,
+        runtime: str | None = None,
+        safety: dict[str, Any] | None = None,
+    ) -> None:
+        """`safety`: policy name -> safety section (service.safety_config), applied on top of
+        each version's manifest rules."""
         self.root = root.resolve()
         if not self.root.is_dir():
             raise ConfigError(f"model repository {root} is not a folder")
         self.metrics = metrics
         self.runtime = runtime
+        self.safety = dict(safety or {})
         self._policies: dict[str, dict[int, ServedPolicy]] = {}
 
     def load(self) -> list[LoadFailure]:
@@ -49,6 +59,8 @@ class PolicyRepository:
                     self._load_version(policy_dir, version_dir)
                 except (AgentserveError, OSError) as error:
                     failures.append(LoadFailure(policy_dir.name, version_dir.name, str(error)))
+        for name in sorted(set(self.safety) - set(self._policies)):
+            log.warning("safety config names policy %r, which the repository does not have", name)
         for failure in failures:
             label = failure.policy if failure.policy in self._policies else UNKNOWN_POLICY
             self.metrics.load_failures.labels(label).inc()
@@ -63,7 +75,8 @@ class PolicyRepository:
             raise ManifestError(f"version folder {version_dir.name!r} is not a positive integer")
         if not version_dir.resolve().is_relative_to(self.root):
             raise ManifestError("version folder resolves outside the model repository")
-        policy = ServedPolicy(load_manifest(version_dir), self.runtime)
+        artifact = load_manifest(version_dir)
+        policy = ServedPolicy(artifact, self.runtime, self.safety.get(artifact.manifest.name))
         versions = self._policies.setdefault(policy.name, {})
         versions[policy.version] = policy
         manifest = policy.manifest
@@ -72,11 +85,12 @@ class PolicyRepository:
         ).set(1)
         self.metrics.default_version.labels(policy.name).set(max(versions))
         log.info(
-            "loaded %s/%s (%s, runtime %s)",
+            "loaded %s/%s (%s, runtime %s, %d safety rules)",
             policy.name,
             policy.version,
             manifest.algorithm,
             policy.runtime.name,
+            len(policy.safety.rule_names),
         )
 
     def names(self) -> list[str]:

@@ -22,6 +22,7 @@ from agentserve.errors import ConfigError
 from agentserve.v1 import agent_pb2, agent_pb2_grpc
 from service.metrics import Metrics
 from service.repository import PolicyRepository
+from service.safety_config import load_safety_config
 from service.servicer import AgentServicer
 
 log = logging.getLogger("agentserve.server")
@@ -47,13 +48,16 @@ class ServerConfig:
     """Force one runtime ("onnx", "table") instead of each manifest's preference."""
     ready_file: Path | None = None
     """Written (JSON: pid, ports) once the server accepts calls."""
+    safety_config: Path | None = None
+    """Per-policy safety rules on top of the manifests' (service.safety_config)."""
 
 
 class AgentServer:
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
         self.metrics = Metrics()
-        self.repository = PolicyRepository(config.model_repo, self.metrics, config.runtime)
+        safety = None if config.safety_config is None else load_safety_config(config.safety_config)
+        self.repository = PolicyRepository(config.model_repo, self.metrics, config.runtime, safety)
         self.health = HealthServicer()
         self.server: grpc.aio.Server | None = None
         self._metrics_httpd: Any = None

@@ -16,7 +16,7 @@ from agentserve.spaces import BoxSpec, DiscreteSpec, SpaceSpec
 from agentserve.v1 import agent_pb2, agent_pb2_grpc
 from service.errors import ServiceError
 from service.metrics import Metrics
-from service.policy import ServedPolicy
+from service.policy import Explanation, ServedPolicy
 from service.repository import PolicyRepository
 
 log = logging.getLogger("agentserve.servicer")
@@ -62,6 +62,36 @@ def space_message(space: SpaceSpec) -> agent_pb2.Space:
     )
 
 
+def explanation_message(explanation: Explanation) -> agent_pb2.Explanation:
+    return agent_pb2.Explanation(
+        actions=[
+            agent_pb2.ActionExplanation(
+                action=a.action,
+                allowed=a.allowed,
+                value_before_mask=a.value_before_mask,
+                value_after_mask=a.value_after_mask,
+                probability_before_mask=a.probability_before_mask,
+                probability_after_mask=a.probability_after_mask,
+                forbidden_by=list(a.forbidden_by),
+            )
+            for a in explanation.actions
+        ],
+        rules_fired=[
+            agent_pb2.RuleFired(
+                rule=f.rule,
+                forbidden_actions=list(f.forbidden_actions),
+                low=list(f.low),
+                high=list(f.high),
+            )
+            for f in explanation.fired
+        ],
+        value_kind=explanation.value_kind,
+        unclamped_action=(
+            [] if explanation.unclamped_action is None else explanation.unclamped_action.tolist()
+        ),
+    )
+
+
 class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
     def __init__(self, repository: PolicyRepository, metrics: Metrics, seed: int | None = None):
         self.repository = repository
@@ -74,8 +104,13 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
     ) -> agent_pb2.ActResponse:
         policy = self.repository.get(request.policy, request.version)
         decision = policy.decide(
-            request.observation, request.action_mask, request.deterministic, self.rng
+            request.observation,
+            request.action_mask,
+            request.deterministic,
+            self.rng,
+            explain=request.explain,
         )
+        self.metrics.record_decision(policy.name, decision)
         if isinstance(decision.action, np.ndarray):
             action: dict[str, Any] = {
                 "continuous_action": agent_pb2.ContinuousAction(values=decision.action.tolist())
@@ -88,6 +123,11 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
             probabilities=decision.probabilities.tolist(),
             propensity=decision.propensity,
             values=[] if decision.values is None else decision.values.tolist(),
+            fallback=decision.fallback,
+            clamped=decision.clamped,
+            explanation=(
+                None if decision.explanation is None else explanation_message(decision.explanation)
+            ),
         )
 
     @_rpc("ListPolicies", "")

@@ -7,20 +7,22 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class ActRequest(_message.Message):
-    __slots__ = ("policy", "version", "observation", "action_mask", "deterministic", "episode_id")
+    __slots__ = ("policy", "version", "observation", "action_mask", "deterministic", "episode_id", "explain")
     POLICY_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     OBSERVATION_FIELD_NUMBER: _ClassVar[int]
     ACTION_MASK_FIELD_NUMBER: _ClassVar[int]
     DETERMINISTIC_FIELD_NUMBER: _ClassVar[int]
     EPISODE_ID_FIELD_NUMBER: _ClassVar[int]
+    EXPLAIN_FIELD_NUMBER: _ClassVar[int]
     policy: str
     version: int
     observation: _containers.RepeatedScalarFieldContainer[float]
     action_mask: _containers.RepeatedScalarFieldContainer[bool]
     deterministic: bool
     episode_id: str
-    def __init__(self, policy: _Optional[str] = ..., version: _Optional[int] = ..., observation: _Optional[_Iterable[float]] = ..., action_mask: _Optional[_Iterable[bool]] = ..., deterministic: _Optional[bool] = ..., episode_id: _Optional[str] = ...) -> None: ...
+    explain: bool
+    def __init__(self, policy: _Optional[str] = ..., version: _Optional[int] = ..., observation: _Optional[_Iterable[float]] = ..., action_mask: _Optional[_Iterable[bool]] = ..., deterministic: _Optional[bool] = ..., episode_id: _Optional[str] = ..., explain: _Optional[bool] = ...) -> None: ...
 
 class ContinuousAction(_message.Message):
     __slots__ = ("values",)
@@ -29,20 +31,68 @@ class ContinuousAction(_message.Message):
     def __init__(self, values: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class ActResponse(_message.Message):
-    __slots__ = ("discrete_action", "continuous_action", "policy_version", "probabilities", "propensity", "values")
+    __slots__ = ("discrete_action", "continuous_action", "policy_version", "probabilities", "propensity", "values", "fallback", "clamped", "explanation")
     DISCRETE_ACTION_FIELD_NUMBER: _ClassVar[int]
     CONTINUOUS_ACTION_FIELD_NUMBER: _ClassVar[int]
     POLICY_VERSION_FIELD_NUMBER: _ClassVar[int]
     PROBABILITIES_FIELD_NUMBER: _ClassVar[int]
     PROPENSITY_FIELD_NUMBER: _ClassVar[int]
     VALUES_FIELD_NUMBER: _ClassVar[int]
+    FALLBACK_FIELD_NUMBER: _ClassVar[int]
+    CLAMPED_FIELD_NUMBER: _ClassVar[int]
+    EXPLANATION_FIELD_NUMBER: _ClassVar[int]
     discrete_action: int
     continuous_action: ContinuousAction
     policy_version: int
     probabilities: _containers.RepeatedScalarFieldContainer[float]
     propensity: float
     values: _containers.RepeatedScalarFieldContainer[float]
-    def __init__(self, discrete_action: _Optional[int] = ..., continuous_action: _Optional[_Union[ContinuousAction, _Mapping]] = ..., policy_version: _Optional[int] = ..., probabilities: _Optional[_Iterable[float]] = ..., propensity: _Optional[float] = ..., values: _Optional[_Iterable[float]] = ...) -> None: ...
+    fallback: bool
+    clamped: bool
+    explanation: Explanation
+    def __init__(self, discrete_action: _Optional[int] = ..., continuous_action: _Optional[_Union[ContinuousAction, _Mapping]] = ..., policy_version: _Optional[int] = ..., probabilities: _Optional[_Iterable[float]] = ..., propensity: _Optional[float] = ..., values: _Optional[_Iterable[float]] = ..., fallback: _Optional[bool] = ..., clamped: _Optional[bool] = ..., explanation: _Optional[_Union[Explanation, _Mapping]] = ...) -> None: ...
+
+class Explanation(_message.Message):
+    __slots__ = ("actions", "rules_fired", "value_kind", "unclamped_action")
+    ACTIONS_FIELD_NUMBER: _ClassVar[int]
+    RULES_FIRED_FIELD_NUMBER: _ClassVar[int]
+    VALUE_KIND_FIELD_NUMBER: _ClassVar[int]
+    UNCLAMPED_ACTION_FIELD_NUMBER: _ClassVar[int]
+    actions: _containers.RepeatedCompositeFieldContainer[ActionExplanation]
+    rules_fired: _containers.RepeatedCompositeFieldContainer[RuleFired]
+    value_kind: str
+    unclamped_action: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, actions: _Optional[_Iterable[_Union[ActionExplanation, _Mapping]]] = ..., rules_fired: _Optional[_Iterable[_Union[RuleFired, _Mapping]]] = ..., value_kind: _Optional[str] = ..., unclamped_action: _Optional[_Iterable[float]] = ...) -> None: ...
+
+class ActionExplanation(_message.Message):
+    __slots__ = ("action", "allowed", "value_before_mask", "value_after_mask", "probability_before_mask", "probability_after_mask", "forbidden_by")
+    ACTION_FIELD_NUMBER: _ClassVar[int]
+    ALLOWED_FIELD_NUMBER: _ClassVar[int]
+    VALUE_BEFORE_MASK_FIELD_NUMBER: _ClassVar[int]
+    VALUE_AFTER_MASK_FIELD_NUMBER: _ClassVar[int]
+    PROBABILITY_BEFORE_MASK_FIELD_NUMBER: _ClassVar[int]
+    PROBABILITY_AFTER_MASK_FIELD_NUMBER: _ClassVar[int]
+    FORBIDDEN_BY_FIELD_NUMBER: _ClassVar[int]
+    action: int
+    allowed: bool
+    value_before_mask: float
+    value_after_mask: float
+    probability_before_mask: float
+    probability_after_mask: float
+    forbidden_by: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, action: _Optional[int] = ..., allowed: _Optional[bool] = ..., value_before_mask: _Optional[float] = ..., value_after_mask: _Optional[float] = ..., probability_before_mask: _Optional[float] = ..., probability_after_mask: _Optional[float] = ..., forbidden_by: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class RuleFired(_message.Message):
+    __slots__ = ("rule", "forbidden_actions", "low", "high")
+    RULE_FIELD_NUMBER: _ClassVar[int]
+    FORBIDDEN_ACTIONS_FIELD_NUMBER: _ClassVar[int]
+    LOW_FIELD_NUMBER: _ClassVar[int]
+    HIGH_FIELD_NUMBER: _ClassVar[int]
+    rule: str
+    forbidden_actions: _containers.RepeatedScalarFieldContainer[int]
+    low: _containers.RepeatedScalarFieldContainer[float]
+    high: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, rule: _Optional[str] = ..., forbidden_actions: _Optional[_Iterable[int]] = ..., low: _Optional[_Iterable[float]] = ..., high: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class ListPoliciesRequest(_message.Message):
     __slots__ = ()

@@ -111,7 +111,8 @@ def test_tampered_policy_is_refused_and_the_rest_serve(bundled_repo: Path, tmp_p
     data[-1] ^= 0xFF
     onnx.write_bytes(bytes(data))
     with LocalServer(repo) as server, Client(server.target) as client:
-        assert [p.name for p in client.list_policies()] == ["gridworld-qlearning"]
+        served = [p.name for p in client.list_policies()]
+        assert served == ["cartpole-dqn-safe", "gridworld-qlearning"]
         assert health(server.target) == health_pb2.HealthCheckResponse.SERVING
         with urllib.request.urlopen(server.metrics_url, timeout=5) as response:
             text = response.read().decode()

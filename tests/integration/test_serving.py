@@ -17,6 +17,7 @@ from agentserve.simulate import run_episodes
 from agentserve.v1 import agent_pb2, agent_pb2_grpc
 
 CARTPOLE = "cartpole-dqn"
+SAFE = "cartpole-dqn-safe"
 GRID = "gridworld-qlearning"
 CARTPOLE_OBS = [0.01, -0.02, 0.03, 0.04]
 
@@ -53,7 +54,7 @@ def test_reflection_lists_the_service(server: LocalServer) -> None:
 
 def test_list_and_get_policies(client: Client) -> None:
     policies = {p.name: p for p in client.list_policies()}
-    assert set(policies) == {CARTPOLE, GRID}
+    assert set(policies) == {CARTPOLE, SAFE, GRID}
     cart = policies[CARTPOLE]
     assert (cart.algorithm, cart.env_id, cart.runtime) == ("dqn", "CartPole-v1", "onnx")
     assert cart.observation_shape == (4,)

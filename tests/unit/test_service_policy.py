@@ -21,6 +21,7 @@ from service.server import default_model_repo
 from trainer.core.masking import masked_argmax
 
 CARTPOLE = "cartpole-dqn"
+SAFE = "cartpole-dqn-safe"
 GRID = "gridworld-qlearning"
 
 
@@ -177,7 +178,7 @@ def flip_a_byte(path: Path) -> None:
 def test_bundled_repository_loads_everything(repo: Path) -> None:
     repository = PolicyRepository(repo, Metrics())
     assert repository.load() == []
-    assert repository.names() == [CARTPOLE, GRID]
+    assert repository.names() == [CARTPOLE, SAFE, GRID]
     assert repository.versions(CARTPOLE) == [1]
     assert repository.get(GRID).version == 1
     assert repository.get(GRID, 1).name == GRID
@@ -190,7 +191,7 @@ def test_corrupted_policy_is_reported_and_the_other_still_serves(repo: Path) -> 
     failures = repository.load()
     assert [(f.policy, f.version) for f in failures] == [(CARTPOLE, "1")]
     assert "sha256" in failures[0].reason
-    assert repository.names() == [GRID]
+    assert repository.names() == [SAFE, GRID]
     assert repository.get(GRID).name == GRID
     with pytest.raises(NotFound, match=CARTPOLE):
         repository.get(CARTPOLE)
@@ -208,7 +209,7 @@ def test_onnx_that_does_not_load_is_reported(repo: Path) -> None:
     failures = repository.load()
     assert [(f.policy, f.version) for f in failures] == [(CARTPOLE, "1")]
     assert "does not load" in failures[0].reason
-    assert repository.names() == [GRID]
+    assert repository.names() == [SAFE, GRID]
     with pytest.raises(NotFound):
         repository.get(CARTPOLE)
 
@@ -227,7 +228,7 @@ def test_hidden_temp_folders_are_skipped(repo: Path) -> None:
     shutil.copytree(repo / GRID, repo / ".tmp-abc")
     repository = PolicyRepository(repo, Metrics())
     assert repository.load() == []
-    assert repository.names() == [CARTPOLE, GRID]
+    assert repository.names() == [CARTPOLE, SAFE, GRID]
     assert repository.versions(CARTPOLE) == [1]
 
 
@@ -248,7 +249,7 @@ def test_invalid_policy_folder_name_is_reported(repo: Path) -> None:
     repository = PolicyRepository(repo, Metrics())
     failures = repository.load()
     assert [(f.policy, f.version) for f in failures] == [("Bad Name", "1")]
-    assert repository.names() == [CARTPOLE, GRID]
+    assert repository.names() == [CARTPOLE, SAFE, GRID]
 
 
 def make_valid_version_two(source: Path, target: Path) -> Path:
@@ -281,7 +282,7 @@ def test_symlinked_policy_folder_outside_the_root_is_refused(repo: Path, tmp_pat
     repository = PolicyRepository(repo, Metrics())
     failures = repository.load()
     assert [(f.policy, f.version) for f in failures] == [(GRID, "1")]
-    assert repository.names() == [CARTPOLE]
+    assert repository.names() == [CARTPOLE, SAFE]
 
 
 def test_symlink_inside_the_root_is_allowed(repo: Path) -> None:

@@ -1,0 +1,54 @@
+"""The service's safety config: per-policy safety rules kept outside the artifacts, so operators
+can forbid actions without re-exporting a policy (`agentserve serve --safety-config FILE`).
+
+YAML or JSON::
+
+    policies:
+      cartpole-dqn:                 # applies to every version of the policy
+        rules:
+          - name: left-edge
+            when: {feature: 0, op: "<", value: -2.0}
+            forbid: [0]
+        fallback_action: 1
+
+Each policy's section has the form of a manifest's `safety` section (agentserve.safety) and is
+applied on top of the manifest's own rules: an action must pass both, and the config's fallback
+wins. The file's shape is checked when the server starts (a bad file stops it); each section is
+validated against its policy's spaces when the policy loads (a bad section stops that policy).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from agentserve.errors import ConfigError, ManifestError
+from agentserve.manifest import check_policy_name
+
+
+def load_safety_config(path: Path) -> dict[str, Any]:
+    """Policy name -> its (not yet validated) safety section."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as error:
+        raise ConfigError(f"cannot read safety config {path}: {error.strerror}") from None
+    try:
+        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as error:
+        raise ConfigError(f"safety config {path} is not valid YAML/JSON: {error}") from None
+    if not isinstance(data, dict) or set(data) != {"policies"}:
+        raise ConfigError(f"safety config {path}: needs one top-level key, `policies`")
+    policies = data["policies"]
+    if not isinstance(policies, dict):
+        raise ConfigError(f"safety config {path}: `policies` must map policy names to sections")
+    for name, section in policies.items():
+        try:
+            check_policy_name(str(name))
+        except ManifestError as error:
+            raise ConfigError(f"safety config {path}: {error}") from None
+        if not isinstance(section, dict):
+            raise ConfigError(f"safety config {path}: the section of {name!r} must be a mapping")
+    return {str(name): section for name, section in policies.items()}
