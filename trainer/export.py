@@ -38,6 +38,7 @@ from agentserve.manifest import (
     check_policy_name,
     sha256_file,
 )
+from agentserve.safety import parse_safety
 from agentserve.spaces import BoxSpec, DiscreteSpec, SpaceSpec
 from trainer.learner import Learner
 
@@ -204,9 +205,13 @@ def export_artifact(
     name: str,
     env_id: str,
     training: dict[str, Any],
+    safety: object = None,
 ) -> Path:
-    """Writes the learner's policy as the next version of `name` in `repo`; returns its folder."""
+    """Writes the learner's policy as the next version of `name` in `repo`; returns its folder.
+    `safety`: a safety section (agentserve.safety) to carry in the manifest; validated against
+    the learner's spaces before anything is written."""
     check_policy_name(name)
+    rules = parse_safety(safety, learner.observation_space, learner.action_space)
     module = learner.policy_module().eval()
     policy_dir = repo / name
     policy_dir.mkdir(parents=True, exist_ok=True)
@@ -244,6 +249,7 @@ def export_artifact(
                     "torch": torch.__version__,
                 },
                 onnx_opset=OPSET,
+                safety=rules,
             )
             (tmp / MANIFEST_FILE).write_text(
                 json.dumps(manifest.to_json(), indent=2) + "\n", encoding="utf-8"

@@ -269,3 +269,24 @@ def test_conflicting_bounds_use_the_fallback_or_fail(continuous_artifact: Path) 
     policy = served({"bounds": bounds, "fallback_action": [0.25]}, continuous_artifact)
     decision = policy.decide([0, 0, 0], [], True, np.random.default_rng(0))
     assert decision.fallback and np.asarray(decision.action).tolist() == [0.25]
+
+
+def test_export_carries_rules_into_the_manifest_and_refuses_invalid_ones(tmp_path: Path) -> None:
+    learner = make_learner("dqn")
+    section = {"rules": [{**LEANS_RIGHT, "forbid": [1]}], "fallback_action": 0}
+    path = export_artifact(learner, tmp_path, "guarded", "CartPole-v1", {}, safety=section)
+    manifest = load_manifest(path).manifest
+    assert manifest.safety.rule_names == ("leans-right",) and manifest.safety.fallback_action == 0
+    assert json.loads((path / MANIFEST_FILE).read_text())["safety"] == section
+    decision = served(None, path).decide([0, 0, 0.1, 0], [], True, np.random.default_rng(0))
+    assert decision.action == 0 and decision.fired[0].rule == "leans-right"
+    with pytest.raises(ManifestError, match="action 4 is outside"):
+        export_artifact(
+            learner,
+            tmp_path,
+            "broken",
+            "CartPole-v1",
+            {},
+            safety={"rules": [{"name": "x", "forbid": [4]}]},
+        )
+    assert not (tmp_path / "broken").exists()
