@@ -20,10 +20,10 @@ FloatArray = npt.NDArray[np.float32]
 LOG_SQRT_2PI = 0.5 * math.log(2.0 * math.pi)
 
 
-def gaussian_log_density(u: FloatArray, mean: FloatArray, log_std: FloatArray) -> float:
-    """log N(u; mean, diag(exp(log_std)^2)), summed over the action dimensions."""
+def gaussian_log_density(u: FloatArray, mean: FloatArray, log_std: FloatArray) -> FloatArray:
+    """log N(u; mean, diag(exp(log_std)^2)), summed over the last (action) axis."""
     z = (u.astype(np.float64) - mean) / np.exp(log_std.astype(np.float64))
-    return float(np.sum(-0.5 * z * z - log_std - LOG_SQRT_2PI))
+    return np.asarray(np.sum(-0.5 * z * z - log_std - LOG_SQRT_2PI, axis=-1))
 
 
 def squash(u: FloatArray, low: FloatArray, high: FloatArray) -> FloatArray:
@@ -38,16 +38,18 @@ def sample(
     low: FloatArray,
     high: FloatArray,
     rng: np.random.Generator,
-) -> tuple[FloatArray, float]:
-    """(the policy's action, probability density of the draw) for one observation: u itself for
-    `gaussian` (possibly outside the box), the squashed action (inside it) otherwise."""
+) -> tuple[FloatArray, FloatArray]:
+    """(the policy's actions, probability densities of the draws) for `mean` / `log_std` of
+    shape [..., D]: u itself for `gaussian` (possibly outside the box), the squashed action
+    (inside it) otherwise. Densities have shape [...]."""
     u = (mean + np.exp(log_std) * rng.standard_normal(mean.shape)).astype(np.float32)
     log_density = gaussian_log_density(u, mean, log_std)
     if distribution == "gaussian":
-        return u, math.exp(min(log_density, 80.0))
+        return u, np.exp(np.minimum(log_density, 80.0)).astype(np.float32)
     if distribution == "squashed_gaussian":
         tanh_u = np.tanh(u.astype(np.float64))
         half_range = 0.5 * (high.astype(np.float64) - low)
-        log_density -= float(np.sum(np.log(np.maximum(1.0 - tanh_u * tanh_u, 1e-12) * half_range)))
-        return squash(u, low, high), math.exp(min(log_density, 80.0))
+        jacobian = np.log(np.maximum(1.0 - tanh_u * tanh_u, 1e-12) * half_range)
+        log_density = log_density - np.sum(jacobian, axis=-1)
+        return squash(u, low, high), np.exp(np.minimum(log_density, 80.0)).astype(np.float32)
     raise ValueError(f"unknown continuous distribution {distribution!r}")

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 if TYPE_CHECKING:
-    from service.policy import Decision
+    from service.decision import Decision
 
 UNKNOWN_POLICY = "_unknown"
 # Sub-millisecond calls are the norm: buckets start at 50 microseconds.

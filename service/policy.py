@@ -12,72 +12,40 @@ import numpy.typing as npt
 
 from agentserve import continuous
 from agentserve.manifest import VALUE_DISTRIBUTIONS, Artifact, Manifest
-from agentserve.safety import Fired, SafetyPolicy, Verdict, parse_safety
+from agentserve.safety import Bounds, Fired, SafetyPolicy, Verdict, parse_safety
 from agentserve.spaces import BoxSpec, DiscreteSpec
 from service import masking
+from service.decision import (
+    VALUE_KINDS,
+    ActionExplanation,
+    BatchDecision,
+    Decision,
+    Explanation,
+)
 from service.errors import FailedPrecondition, InvalidArgument
-from service.runtime import Runtime, load_runtime
+from service.runtime import ContinuousInference, Inference, Runtime, load_runtime
 
 FloatArray = npt.NDArray[np.float32]
 BoolArray = npt.NDArray[np.bool_]
-
-VALUE_KINDS = {
-    "epsilon_greedy": "q_value",
-    "softmax": "logit",
-    "greedy": "score",
-    "thompson": "posterior_mean",
-}
-"""What the runtime's `values` output holds, per served distribution (ActResponse explanations)."""
-
-
-@dataclass(frozen=True)
-class ActionExplanation:
-    action: int
-    allowed: bool
-    value_before_mask: float
-    value_after_mask: float
-    probability_before_mask: float
-    probability_after_mask: float
-    forbidden_by: tuple[str, ...]
-    """"request" and/or the names of the safety rules that forbid the action."""
-
-
-@dataclass(frozen=True)
-class Explanation:
-    actions: tuple[ActionExplanation, ...]
-    fired: tuple[Fired, ...]
-    value_kind: str
-    unclamped_action: npt.NDArray[np.float32] | None = None
-
-
-@dataclass(frozen=True)
-class Decision:
-    action: int | npt.NDArray[np.float32]
-    """An action index (discrete policies) or a float32 vector inside the action box."""
-    propensity: float
-    """Probability (discrete) or probability density (continuous) of the action; 1.0 when
-    deterministic or a fallback."""
-    probabilities: npt.NDArray[np.float32]
-    """Every action's probability (discrete), empty for continuous policies."""
-    values: npt.NDArray[np.float32] | None
-    fallback: bool = False
-    """Nothing was allowed; the action is the policy's configured fallback."""
-    clamp_sources: tuple[str, ...] = ()
-    """Continuous: why the action differs from the policy's own ("space", "rule")."""
-    masked_by_request: int = 0
-    """Actions the request's mask forbade."""
-    masked_by_rules: int = 0
-    """Actions the safety rules forbade."""
-    fired: tuple[Fired, ...] = ()
-    """The safety rules whose condition held."""
-    explanation: Explanation | None = None
-
-    @property
-    def clamped(self) -> bool:
-        return bool(self.clamp_sources)
-
+__all__ = ["BatchDecision", "Decision", "Explanation", "Prepared", "ServedPolicy"]
 
 NO_PROBABILITIES = np.zeros(0, dtype=np.float32)
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """One validated request, ready for a (possibly batched) inference."""
+
+    observation: FloatArray
+    """[*obs_shape] one row of the runtime's input."""
+    allowed: BoolArray | None = None
+    """Discrete: [A] the request's mask AND the safety rules."""
+    request: BoolArray | None = None
+    verdict: Verdict | None = None
+    bounds: Bounds | None = None
+    """Continuous: the action box narrowed by the rules that fired."""
+    ready: Decision | None = None
+    """Decided without inference (the fallback action)."""
 
 
 class ServedPolicy:
@@ -150,6 +118,63 @@ class ServedPolicy:
                 )
         return observation.reshape(self.batch_shape)
 
+    # --- One request: prepare (validate, mask, rules) -> infer (batched) -> finish ------------
+
+    def prepare(self, observation: Sequence[float], action_mask: Sequence[bool]) -> Prepared:
+        """Validates one request and applies the safety layer; raises InvalidArgument or
+        FailedPrecondition. A request that needs no inference (a fallback) is `ready`."""
+        batch = self.observation(observation)
+        row = batch[0]
+        flat = batch.reshape(-1)
+        if not self.discrete:
+            if len(action_mask) != 0:
+                raise InvalidArgument(
+                    f"policy {self.name!r} has continuous actions: send no action_mask"
+                )
+            bounds = self.safety.action_bounds(flat, self.low, self.high)
+            ready = self._continuous_fallback(bounds) if bounds.empty else None
+            return Prepared(row, bounds=bounds, ready=ready)
+        request = masking.request_mask(action_mask, self.num_actions)
+        verdict = self.safety.verdict(flat, self.num_actions)
+        allowed = request & verdict.allowed
+        ready = None if allowed.any() else self._fallback(request, verdict)
+        return Prepared(row, allowed, request, verdict, ready=ready)
+
+    def infer(self, items: Sequence[Prepared]) -> Inference | ContinuousInference:
+        """One runtime call for every item (stacked in order)."""
+        observations = np.stack([item.observation for item in items])
+        if not self.discrete:
+            return self.runtime.infer_continuous(observations)
+        masks = np.stack([item.allowed for item in items])  # type: ignore[misc]
+        return self.runtime.infer(observations, masks)
+
+    def finish(
+        self,
+        item: Prepared,
+        result: Inference | ContinuousInference,
+        row: int,
+        deterministic: bool,
+        rng: np.random.Generator,
+    ) -> Decision:
+        """The decision for `item` from row `row` of a batched inference."""
+        if isinstance(result, ContinuousInference):
+            return self._finish_continuous(item, result, row, deterministic, rng)
+        assert item.allowed is not None and item.request is not None and item.verdict is not None
+        probabilities = result.probabilities[row]
+        action, propensity = masking.choose(
+            int(result.greedy_actions[row]), probabilities, item.allowed, deterministic, rng
+        )
+        values = result.values[row] if self.has_q_values else None
+        return Decision(
+            action,
+            propensity,
+            probabilities,
+            values,
+            masked_by_request=int((~item.request).sum()),
+            masked_by_rules=int((~item.verdict.allowed).sum()),
+            fired=item.verdict.fired,
+        )
+
     def decide(
         self,
         observation: Sequence[float],
@@ -158,31 +183,11 @@ class ServedPolicy:
         rng: np.random.Generator,
         explain: bool = False,
     ) -> Decision:
-        batch = self.observation(observation)
-        if not self.discrete:
-            return self._decide_continuous(batch, action_mask, deterministic, rng, explain)
-        request = masking.request_mask(action_mask, self.num_actions)
-        verdict = self.safety.verdict(batch.reshape(-1), self.num_actions)
-        allowed = request & verdict.allowed
-        if not allowed.any():
-            decision = self._fallback(request, verdict)
-        else:
-            result = self.runtime.infer(batch, allowed[None])
-            probabilities = result.probabilities[0]
-            action, propensity = masking.choose(
-                int(result.greedy_actions[0]), probabilities, allowed, deterministic, rng
-            )
-            values = result.values[0] if self.has_q_values else None
-            decision = Decision(action, propensity, probabilities, values)
-        decision = replace(
-            decision,
-            masked_by_request=int((~request).sum()),
-            masked_by_rules=int((~verdict.allowed).sum()),
-            fired=verdict.fired,
-        )
+        """One request, unbatched (prepare, infer, finish; plus the explanation if asked)."""
+        item = self.prepare(observation, action_mask)
+        decision = item.ready or self.finish(item, self.infer([item]), 0, deterministic, rng)
         if explain:
-            explanation = self._explain(batch, request, verdict, decision)
-            decision = replace(decision, explanation=explanation)
+            decision = replace(decision, explanation=self._explain(item, decision))
         return decision
 
     def _fallback(self, request: BoolArray, verdict: Verdict) -> Decision:
@@ -202,12 +207,43 @@ class ServedPolicy:
         assert isinstance(fallback, int)
         one_hot = np.zeros(self.num_actions, dtype=np.float32)
         one_hot[fallback] = 1.0
-        return Decision(fallback, 1.0, one_hot, None, fallback=True)
+        return Decision(
+            fallback,
+            1.0,
+            one_hot,
+            None,
+            fallback=True,
+            masked_by_request=int((~request).sum()),
+            masked_by_rules=int((~verdict.allowed).sum()),
+            fired=verdict.fired,
+        )
 
-    def _explain(
-        self, batch: FloatArray, request: BoolArray, verdict: Verdict, decision: Decision
-    ) -> Explanation:
-        """Every action before and after masking: one more inference with nothing masked."""
+    def _continuous_fallback(self, bounds: Bounds) -> Decision:
+        if self.safety.fallback_action is None:
+            names = ", ".join(repr(f.rule) for f in bounds.fired)
+            raise FailedPrecondition(
+                f"policy {self.name!r}: the bounds of rules {names} leave no action in this "
+                "state and the policy has no fallback_action"
+            )
+        action = np.asarray(self.safety.fallback_action, dtype=np.float32)
+        return Decision(
+            action.reshape(self.action_shape),
+            1.0,
+            NO_PROBABILITIES,
+            None,
+            fallback=True,
+            fired=bounds.fired,
+        )
+
+    def _explain(self, item: Prepared, decision: Decision) -> Explanation:
+        """Discrete: every action before and after masking (one more inference with nothing
+        masked). Continuous: the rules fired and the policy's own action before clamping."""
+        if not self.discrete:
+            assert item.bounds is not None
+            return Explanation((), item.bounds.fired, "", decision.unclamped_action)
+        assert item.request is not None and item.verdict is not None
+        request, verdict = item.request, item.verdict
+        batch = item.observation[None]
         unmasked = self.runtime.infer(batch, np.ones((1, self.num_actions), dtype=np.bool_))
         values = unmasked.values[0]
         allowed = request & verdict.allowed
@@ -230,67 +266,162 @@ class ServedPolicy:
         kind = VALUE_KINDS.get(self.manifest.distribution, "score")
         return Explanation(actions, verdict.fired, kind)
 
-    def _decide_continuous(
+    def _policy_actions(
         self,
-        batch: FloatArray,
-        action_mask: Sequence[bool],
+        result: ContinuousInference,
+        rows: slice | npt.NDArray[np.int64],
         deterministic: bool,
         rng: np.random.Generator,
-        explain: bool,
-    ) -> Decision:
-        if len(action_mask) != 0:
-            raise InvalidArgument(
-                f"policy {self.name!r} has continuous actions: send no action_mask"
-            )
-        result = self.runtime.infer_continuous(batch)
+    ) -> tuple[FloatArray, FloatArray]:
+        """The policy's own actions [N, D] (before clamping) and their densities [N]."""
+        count = len(result.means[rows])
         if deterministic:
             # The Gaussian's own greedy action is its mean (the graph's greedy_action is that
             # clipped to the box); the squashed Gaussian's lies inside the box by construction.
             gaussian = self.manifest.distribution == "gaussian"
-            raw = (result.means if gaussian else result.greedy_actions)[0].reshape(-1)
-            density = 1.0
-        else:
-            raw, density = continuous.sample(
-                self.manifest.distribution,
-                result.means[0].reshape(-1),
-                result.log_stds[0].reshape(-1),
-                self.low,
-                self.high,
-                rng,
-            )
-        bounds = self.safety.action_bounds(batch.reshape(-1), self.low, self.high)
-        fallback = False
-        if bounds.empty:
-            if self.safety.fallback_action is None:
-                names = ", ".join(repr(f.rule) for f in bounds.fired)
-                raise FailedPrecondition(
-                    f"policy {self.name!r}: the bounds of rules {names} leave no action in this "
-                    "state and the policy has no fallback_action"
-                )
-            action = np.asarray(self.safety.fallback_action, dtype=np.float32)
-            fallback, density = True, 1.0
-            sources: tuple[str, ...] = ()
-        else:
-            in_space = np.clip(raw, self.low, self.high)
-            action = np.clip(in_space, bounds.low, bounds.high).astype(np.float32)
-            sources = tuple(
-                source
-                for source, changed in (
-                    ("space", not np.array_equal(in_space, raw)),
-                    ("rule", not np.array_equal(action, in_space)),
-                )
-                if changed
-            )
-        explanation = (
-            Explanation((), bounds.fired, "", raw.astype(np.float32).copy()) if explain else None
+            raw = (result.means if gaussian else result.greedy_actions)[rows]
+            return raw.reshape(count, -1), np.ones(count, dtype=np.float32)
+        return continuous.sample(
+            self.manifest.distribution,
+            result.means[rows].reshape(count, -1),
+            result.log_stds[rows].reshape(count, -1),
+            self.low,
+            self.high,
+            rng,
         )
+
+    def _clamp(self, raw: FloatArray, bounds: Bounds | None) -> tuple[FloatArray, tuple[str, ...]]:
+        """`raw` [D] clipped to the box, then to the rules' bounds; and what changed it."""
+        in_space = np.clip(raw, self.low, self.high)
+        action = in_space if bounds is None else np.clip(in_space, bounds.low, bounds.high)
+        sources = tuple(
+            source
+            for source, changed in (
+                ("space", not np.array_equal(in_space, raw)),
+                ("rule", not np.array_equal(action, in_space)),
+            )
+            if changed
+        )
+        return action.astype(np.float32), sources
+
+    def _finish_continuous(
+        self,
+        item: Prepared,
+        result: ContinuousInference,
+        row: int,
+        deterministic: bool,
+        rng: np.random.Generator,
+    ) -> Decision:
+        raws, densities = self._policy_actions(result, slice(row, row + 1), deterministic, rng)
+        action, sources = self._clamp(raws[0], item.bounds)
         return Decision(
             action.reshape(self.action_shape),
-            density,
+            float(densities[0]),
             NO_PROBABILITIES,
             None,
-            fallback=fallback,
             clamp_sources=sources,
-            fired=bounds.fired,
-            explanation=explanation,
+            fired=() if item.bounds is None else item.bounds.fired,
+            unclamped_action=raws[0].astype(np.float32).copy(),
+        )
+
+    # --- ActBatch: many observations in one message -------------------------------------------
+
+    def decide_batch(
+        self,
+        observations: Sequence[float],
+        action_masks: Sequence[bool],
+        deterministic: bool,
+        rng: np.random.Generator,
+    ) -> BatchDecision:
+        """Every row validated and passed through the safety layer, one runtime call, actions
+        chosen for all rows at once. A row that fails fails the batch, naming the row."""
+        count, remainder = divmod(len(observations), self.flat_size)
+        if count == 0 or remainder:
+            raise InvalidArgument(
+                f"observations has {len(observations)} values: need a positive multiple of "
+                f"{self.flat_size} (policy {self.name!r})"
+            )
+        batch = np.asarray(observations, dtype=np.float32).reshape(count, self.flat_size)
+        bad = np.flatnonzero(~np.isfinite(batch).all(axis=1))
+        if len(bad):
+            raise InvalidArgument(f"observation row {int(bad[0])} has NaN or Inf")
+        if isinstance(self.observation_space, DiscreteSpec):
+            states = batch[:, 0]
+            bad = np.flatnonzero((states != np.floor(states)) | (states < 0))
+            bad = np.union1d(bad, np.flatnonzero(states >= self.observation_space.n))
+            if len(bad):
+                raise InvalidArgument(
+                    f"observation row {int(bad[0])} is not a state index in "
+                    f"[0, {self.observation_space.n})"
+                )
+        shaped = batch.reshape(count, *self.batch_shape[1:])
+        if not self.discrete:
+            return self._decide_batch_continuous(shaped, batch, action_masks, deterministic, rng)
+        request = masking.request_masks(action_masks, count, self.num_actions)
+        allowed, fallback_rows = request, np.zeros(count, dtype=np.bool_)
+        fired: list[Fired] = []
+        if self.safety.rules:
+            allowed = request.copy()
+            for i in range(count):
+                verdict = self.safety.verdict(batch[i], self.num_actions)
+                allowed[i] &= verdict.allowed
+                fired.extend(verdict.fired)
+                if not allowed[i].any():
+                    self._fallback(request[i], verdict)  # raises without a fallback
+                    fallback_rows[i] = True
+                    allowed[i] = True  # any row for the graph; replaced below
+        result = self.runtime.infer(shaped, allowed)
+        actions, propensities = masking.choose_batch(
+            result.greedy_actions, result.probabilities, allowed, deterministic, rng
+        )
+        if fallback_rows.any():
+            actions[fallback_rows] = int(self.safety.fallback_action)  # type: ignore[arg-type]
+            propensities[fallback_rows] = 1.0
+        return BatchDecision(
+            actions,
+            propensities,
+            fallbacks=int(fallback_rows.sum()),
+            masked_by_request=int((~request).sum()),
+            masked_by_rules=int((~allowed & request).sum()),
+            fired=tuple(fired),
+        )
+
+    def _decide_batch_continuous(
+        self,
+        shaped: FloatArray,
+        flat: FloatArray,
+        action_masks: Sequence[bool],
+        deterministic: bool,
+        rng: np.random.Generator,
+    ) -> BatchDecision:
+        if len(action_masks) != 0:
+            raise InvalidArgument(
+                f"policy {self.name!r} has continuous actions: send no action_masks"
+            )
+        result = self.runtime.infer_continuous(shaped)
+        raws, densities = self._policy_actions(result, slice(None), deterministic, rng)
+        if not self.safety.bounds:
+            actions = np.clip(raws, self.low, self.high).astype(np.float32)
+            clamped = int((~np.all(actions == raws, axis=1)).sum())
+            return BatchDecision(actions, densities, clamp_sources=("space",) * clamped)
+        actions = np.empty_like(raws)
+        sources: list[str] = []
+        fired: list[Fired] = []
+        fallbacks = 0
+        for i in range(len(raws)):
+            bounds = self.safety.action_bounds(flat[i], self.low, self.high)
+            fired.extend(bounds.fired)
+            if bounds.empty:
+                fallback = self._continuous_fallback(bounds)
+                actions[i], densities[i] = np.asarray(fallback.action).reshape(-1), 1.0
+                fallbacks += 1
+                continue
+            actions[i], row_sources = self._clamp(raws[i], bounds)
+            sources.extend(row_sources)
+        return BatchDecision(
+            actions,
+            densities,
+            fallbacks=fallbacks,
+            clamp_sources=tuple(sources),
+            fired=tuple(fired),
         )

@@ -14,9 +14,10 @@ import numpy as np
 
 from agentserve.spaces import BoxSpec, DiscreteSpec, SpaceSpec
 from agentserve.v1 import agent_pb2, agent_pb2_grpc
+from service.decision import Explanation
 from service.errors import ServiceError
 from service.metrics import Metrics
-from service.policy import Explanation, ServedPolicy
+from service.policy import ServedPolicy
 from service.repository import PolicyRepository
 
 log = logging.getLogger("agentserve.servicer")

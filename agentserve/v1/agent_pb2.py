@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x61gentserve/v1/agent.proto\x12\ragentserve.v1\"\x93\x01\n\nActRequest\x12\x0e\n\x06policy\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12\x13\n\x0bobservation\x18\x03 \x03(\x02\x12\x13\n\x0b\x61\x63tion_mask\x18\x04 \x03(\x08\x12\x15\n\rdeterministic\x18\x05 \x01(\x08\x12\x12\n\nepisode_id\x18\x06 \x01(\t\x12\x0f\n\x07\x65xplain\x18\x07 \x01(\x08\"\"\n\x10\x43ontinuousAction\x12\x0e\n\x06values\x18\x01 \x03(\x02\"\x97\x02\n\x0b\x41\x63tResponse\x12\x19\n\x0f\x64iscrete_action\x18\x01 \x01(\x03H\x00\x12<\n\x11\x63ontinuous_action\x18\x02 \x01(\x0b\x32\x1f.agentserve.v1.ContinuousActionH\x00\x12\x16\n\x0epolicy_version\x18\x03 \x01(\x03\x12\x15\n\rprobabilities\x18\x04 \x03(\x02\x12\x12\n\npropensity\x18\x05 \x01(\x02\x12\x0e\n\x06values\x18\x06 \x03(\x02\x12\x10\n\x08\x66\x61llback\x18\x07 \x01(\x08\x12\x0f\n\x07\x63lamped\x18\x08 \x01(\x08\x12/\n\x0b\x65xplanation\x18\t \x01(\x0b\x32\x1a.agentserve.v1.ExplanationB\x08\n\x06\x61\x63tion\"\x9d\x01\n\x0b\x45xplanation\x12\x31\n\x07\x61\x63tions\x18\x01 \x03(\x0b\x32 .agentserve.v1.ActionExplanation\x12-\n\x0brules_fired\x18\x02 \x03(\x0b\x32\x18.agentserve.v1.RuleFired\x12\x12\n\nvalue_kind\x18\x03 \x01(\t\x12\x18\n\x10unclamped_action\x18\x04 \x03(\x02\"\xc0\x01\n\x11\x41\x63tionExplanation\x12\x0e\n\x06\x61\x63tion\x18\x01 \x01(\x03\x12\x0f\n\x07\x61llowed\x18\x02 \x01(\x08\x12\x19\n\x11value_before_mask\x18\x03 \x01(\x02\x12\x18\n\x10value_after_mask\x18\x04 \x01(\x02\x12\x1f\n\x17probability_before_mask\x18\x05 \x01(\x02\x12\x1e\n\x16probability_after_mask\x18\x06 \x01(\x02\x12\x14\n\x0c\x66orbidden_by\x18\x07 \x03(\t\"O\n\tRuleFired\x12\x0c\n\x04rule\x18\x01 \x01(\t\x12\x19\n\x11\x66orbidden_actions\x18\x02 \x03(\x03\x12\x0b\n\x03low\x18\x03 \x03(\x02\x12\x0c\n\x04high\x18\x04 \x03(\x02\"\x15\n\x13ListPoliciesRequest\"C\n\x14ListPoliciesResponse\x12+\n\x08policies\x18\x01 \x03(\x0b\x32\x19.agentserve.v1.PolicyInfo\"1\n\x10GetPolicyRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\"\x1a\n\rDiscreteSpace\x12\t\n\x01n\x18\x01 \x01(\x03\"4\n\x08\x42oxSpace\x12\r\n\x05shape\x18\x01 \x03(\x03\x12\x0b\n\x03low\x18\x02 \x03(\x02\x12\x0c\n\x04high\x18\x03 \x03(\x02\"i\n\x05Space\x12\x30\n\x08\x64iscrete\x18\x01 \x01(\x0b\x32\x1c.agentserve.v1.DiscreteSpaceH\x00\x12&\n\x03\x62ox\x18\x02 \x01(\x0b\x32\x17.agentserve.v1.BoxSpaceH\x00\x42\x06\n\x04kind\"\xf1\x01\n\nPolicyInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08versions\x18\x02 \x03(\x03\x12\x17\n\x0f\x64\x65\x66\x61ult_version\x18\x03 \x01(\x03\x12\x11\n\talgorithm\x18\x04 \x01(\t\x12\x19\n\x11observation_shape\x18\x05 \x03(\x03\x12*\n\x0c\x61\x63tion_space\x18\x06 \x01(\x0b\x32\x14.agentserve.v1.Space\x12\x0e\n\x06\x65nv_id\x18\x07 \x01(\t\x12\x0f\n\x07runtime\x18\x08 \x01(\t\x12/\n\x11observation_space\x18\t \x01(\x0b\x32\x14.agentserve.v1.Space2\xee\x01\n\x0c\x41gentService\x12<\n\x03\x41\x63t\x12\x19.agentserve.v1.ActRequest\x1a\x1a.agentserve.v1.ActResponse\x12W\n\x0cListPolicies\x12\".agentserve.v1.ListPoliciesRequest\x1a#.agentserve.v1.ListPoliciesResponse\x12G\n\tGetPolicy\x12\x1f.agentserve.v1.GetPolicyRequest\x1a\x19.agentserve.v1.PolicyInfob\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x61gentserve/v1/agent.proto\x12\ragentserve.v1\"\x93\x01\n\nActRequest\x12\x0e\n\x06policy\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12\x13\n\x0bobservation\x18\x03 \x03(\x02\x12\x13\n\x0b\x61\x63tion_mask\x18\x04 \x03(\x08\x12\x15\n\rdeterministic\x18\x05 \x01(\x08\x12\x12\n\nepisode_id\x18\x06 \x01(\t\x12\x0f\n\x07\x65xplain\x18\x07 \x01(\x08\"\"\n\x10\x43ontinuousAction\x12\x0e\n\x06values\x18\x01 \x03(\x02\"\xbf\x02\n\x0b\x41\x63tResponse\x12\x19\n\x0f\x64iscrete_action\x18\x01 \x01(\x03H\x00\x12<\n\x11\x63ontinuous_action\x18\x02 \x01(\x0b\x32\x1f.agentserve.v1.ContinuousActionH\x00\x12\x16\n\x0epolicy_version\x18\x03 \x01(\x03\x12\x15\n\rprobabilities\x18\x04 \x03(\x02\x12\x12\n\npropensity\x18\x05 \x01(\x02\x12\x0e\n\x06values\x18\x06 \x03(\x02\x12\x10\n\x08\x66\x61llback\x18\x07 \x01(\x08\x12\x0f\n\x07\x63lamped\x18\x08 \x01(\x08\x12/\n\x0b\x65xplanation\x18\t \x01(\x0b\x32\x1a.agentserve.v1.Explanation\x12&\n\x05\x65rror\x18\n \x01(\x0b\x32\x17.agentserve.v1.ActErrorB\x08\n\x06\x61\x63tion\")\n\x08\x41\x63tError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\"u\n\x0f\x41\x63tBatchRequest\x12\x0e\n\x06policy\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12\x14\n\x0cobservations\x18\x03 \x03(\x02\x12\x14\n\x0c\x61\x63tion_masks\x18\x04 \x03(\x08\x12\x15\n\rdeterministic\x18\x05 \x01(\x08\"v\n\x10\x41\x63tBatchResponse\x12\x18\n\x10\x64iscrete_actions\x18\x01 \x03(\x03\x12\x1a\n\x12\x63ontinuous_actions\x18\x02 \x03(\x02\x12\x14\n\x0cpropensities\x18\x03 \x03(\x02\x12\x16\n\x0epolicy_version\x18\x04 \x01(\x03\"\x9d\x01\n\x0b\x45xplanation\x12\x31\n\x07\x61\x63tions\x18\x01 \x03(\x0b\x32 .agentserve.v1.ActionExplanation\x12-\n\x0brules_fired\x18\x02 \x03(\x0b\x32\x18.agentserve.v1.RuleFired\x12\x12\n\nvalue_kind\x18\x03 \x01(\t\x12\x18\n\x10unclamped_action\x18\x04 \x03(\x02\"\xc0\x01\n\x11\x41\x63tionExplanation\x12\x0e\n\x06\x61\x63tion\x18\x01 \x01(\x03\x12\x0f\n\x07\x61llowed\x18\x02 \x01(\x08\x12\x19\n\x11value_before_mask\x18\x03 \x01(\x02\x12\x18\n\x10value_after_mask\x18\x04 \x01(\x02\x12\x1f\n\x17probability_before_mask\x18\x05 \x01(\x02\x12\x1e\n\x16probability_after_mask\x18\x06 \x01(\x02\x12\x14\n\x0c\x66orbidden_by\x18\x07 \x03(\t\"O\n\tRuleFired\x12\x0c\n\x04rule\x18\x01 \x01(\t\x12\x19\n\x11\x66orbidden_actions\x18\x02 \x03(\x03\x12\x0b\n\x03low\x18\x03 \x03(\x02\x12\x0c\n\x04high\x18\x04 \x03(\x02\"\x15\n\x13ListPoliciesRequest\"C\n\x14ListPoliciesResponse\x12+\n\x08policies\x18\x01 \x03(\x0b\x32\x19.agentserve.v1.PolicyInfo\"1\n\x10GetPolicyRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\"\x1a\n\rDiscreteSpace\x12\t\n\x01n\x18\x01 \x01(\x03\"4\n\x08\x42oxSpace\x12\r\n\x05shape\x18\x01 \x03(\x03\x12\x0b\n\x03low\x18\x02 \x03(\x02\x12\x0c\n\x04high\x18\x03 \x03(\x02\"i\n\x05Space\x12\x30\n\x08\x64iscrete\x18\x01 \x01(\x0b\x32\x1c.agentserve.v1.DiscreteSpaceH\x00\x12&\n\x03\x62ox\x18\x02 \x01(\x0b\x32\x17.agentserve.v1.BoxSpaceH\x00\x42\x06\n\x04kind\"\xf1\x01\n\nPolicyInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08versions\x18\x02 \x03(\x03\x12\x17\n\x0f\x64\x65\x66\x61ult_version\x18\x03 \x01(\x03\x12\x11\n\talgorithm\x18\x04 \x01(\t\x12\x19\n\x11observation_shape\x18\x05 \x03(\x03\x12*\n\x0c\x61\x63tion_space\x18\x06 \x01(\x0b\x32\x14.agentserve.v1.Space\x12\x0e\n\x06\x65nv_id\x18\x07 \x01(\t\x12\x0f\n\x07runtime\x18\x08 \x01(\t\x12/\n\x11observation_space\x18\t \x01(\x0b\x32\x14.agentserve.v1.Space2\x83\x03\n\x0c\x41gentService\x12<\n\x03\x41\x63t\x12\x19.agentserve.v1.ActRequest\x1a\x1a.agentserve.v1.ActResponse\x12\x46\n\tActStream\x12\x19.agentserve.v1.ActRequest\x1a\x1a.agentserve.v1.ActResponse(\x01\x30\x01\x12K\n\x08\x41\x63tBatch\x12\x1e.agentserve.v1.ActBatchRequest\x1a\x1f.agentserve.v1.ActBatchResponse\x12W\n\x0cListPolicies\x12\".agentserve.v1.ListPoliciesRequest\x1a#.agentserve.v1.ListPoliciesResponse\x12G\n\tGetPolicy\x12\x1f.agentserve.v1.GetPolicyRequest\x1a\x19.agentserve.v1.PolicyInfob\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,27 +36,33 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CONTINUOUSACTION']._serialized_start=194
   _globals['_CONTINUOUSACTION']._serialized_end=228
   _globals['_ACTRESPONSE']._serialized_start=231
-  _globals['_ACTRESPONSE']._serialized_end=510
-  _globals['_EXPLANATION']._serialized_start=513
-  _globals['_EXPLANATION']._serialized_end=670
-  _globals['_ACTIONEXPLANATION']._serialized_start=673
-  _globals['_ACTIONEXPLANATION']._serialized_end=865
-  _globals['_RULEFIRED']._serialized_start=867
-  _globals['_RULEFIRED']._serialized_end=946
-  _globals['_LISTPOLICIESREQUEST']._serialized_start=948
-  _globals['_LISTPOLICIESREQUEST']._serialized_end=969
-  _globals['_LISTPOLICIESRESPONSE']._serialized_start=971
-  _globals['_LISTPOLICIESRESPONSE']._serialized_end=1038
-  _globals['_GETPOLICYREQUEST']._serialized_start=1040
-  _globals['_GETPOLICYREQUEST']._serialized_end=1089
-  _globals['_DISCRETESPACE']._serialized_start=1091
-  _globals['_DISCRETESPACE']._serialized_end=1117
-  _globals['_BOXSPACE']._serialized_start=1119
-  _globals['_BOXSPACE']._serialized_end=1171
-  _globals['_SPACE']._serialized_start=1173
-  _globals['_SPACE']._serialized_end=1278
-  _globals['_POLICYINFO']._serialized_start=1281
-  _globals['_POLICYINFO']._serialized_end=1522
-  _globals['_AGENTSERVICE']._serialized_start=1525
-  _globals['_AGENTSERVICE']._serialized_end=1763
+  _globals['_ACTRESPONSE']._serialized_end=550
+  _globals['_ACTERROR']._serialized_start=552
+  _globals['_ACTERROR']._serialized_end=593
+  _globals['_ACTBATCHREQUEST']._serialized_start=595
+  _globals['_ACTBATCHREQUEST']._serialized_end=712
+  _globals['_ACTBATCHRESPONSE']._serialized_start=714
+  _globals['_ACTBATCHRESPONSE']._serialized_end=832
+  _globals['_EXPLANATION']._serialized_start=835
+  _globals['_EXPLANATION']._serialized_end=992
+  _globals['_ACTIONEXPLANATION']._serialized_start=995
+  _globals['_ACTIONEXPLANATION']._serialized_end=1187
+  _globals['_RULEFIRED']._serialized_start=1189
+  _globals['_RULEFIRED']._serialized_end=1268
+  _globals['_LISTPOLICIESREQUEST']._serialized_start=1270
+  _globals['_LISTPOLICIESREQUEST']._serialized_end=1291
+  _globals['_LISTPOLICIESRESPONSE']._serialized_start=1293
+  _globals['_LISTPOLICIESRESPONSE']._serialized_end=1360
+  _globals['_GETPOLICYREQUEST']._serialized_start=1362
+  _globals['_GETPOLICYREQUEST']._serialized_end=1411
+  _globals['_DISCRETESPACE']._serialized_start=1413
+  _globals['_DISCRETESPACE']._serialized_end=1439
+  _globals['_BOXSPACE']._serialized_start=1441
+  _globals['_BOXSPACE']._serialized_end=1493
+  _globals['_SPACE']._serialized_start=1495
+  _globals['_SPACE']._serialized_end=1600
+  _globals['_POLICYINFO']._serialized_start=1603
+  _globals['_POLICYINFO']._serialized_end=1844
+  _globals['_AGENTSERVICE']._serialized_start=1847
+  _globals['_AGENTSERVICE']._serialized_end=2234
 # @@protoc_insertion_point(module_scope)

@@ -31,7 +31,7 @@ class ContinuousAction(_message.Message):
     def __init__(self, values: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class ActResponse(_message.Message):
-    __slots__ = ("discrete_action", "continuous_action", "policy_version", "probabilities", "propensity", "values", "fallback", "clamped", "explanation")
+    __slots__ = ("discrete_action", "continuous_action", "policy_version", "probabilities", "propensity", "values", "fallback", "clamped", "explanation", "error")
     DISCRETE_ACTION_FIELD_NUMBER: _ClassVar[int]
     CONTINUOUS_ACTION_FIELD_NUMBER: _ClassVar[int]
     POLICY_VERSION_FIELD_NUMBER: _ClassVar[int]
@@ -41,6 +41,7 @@ class ActResponse(_message.Message):
     FALLBACK_FIELD_NUMBER: _ClassVar[int]
     CLAMPED_FIELD_NUMBER: _ClassVar[int]
     EXPLANATION_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
     discrete_action: int
     continuous_action: ContinuousAction
     policy_version: int
@@ -50,7 +51,42 @@ class ActResponse(_message.Message):
     fallback: bool
     clamped: bool
     explanation: Explanation
-    def __init__(self, discrete_action: _Optional[int] = ..., continuous_action: _Optional[_Union[ContinuousAction, _Mapping]] = ..., policy_version: _Optional[int] = ..., probabilities: _Optional[_Iterable[float]] = ..., propensity: _Optional[float] = ..., values: _Optional[_Iterable[float]] = ..., fallback: _Optional[bool] = ..., clamped: _Optional[bool] = ..., explanation: _Optional[_Union[Explanation, _Mapping]] = ...) -> None: ...
+    error: ActError
+    def __init__(self, discrete_action: _Optional[int] = ..., continuous_action: _Optional[_Union[ContinuousAction, _Mapping]] = ..., policy_version: _Optional[int] = ..., probabilities: _Optional[_Iterable[float]] = ..., propensity: _Optional[float] = ..., values: _Optional[_Iterable[float]] = ..., fallback: _Optional[bool] = ..., clamped: _Optional[bool] = ..., explanation: _Optional[_Union[Explanation, _Mapping]] = ..., error: _Optional[_Union[ActError, _Mapping]] = ...) -> None: ...
+
+class ActError(_message.Message):
+    __slots__ = ("code", "message")
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    code: str
+    message: str
+    def __init__(self, code: _Optional[str] = ..., message: _Optional[str] = ...) -> None: ...
+
+class ActBatchRequest(_message.Message):
+    __slots__ = ("policy", "version", "observations", "action_masks", "deterministic")
+    POLICY_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    OBSERVATIONS_FIELD_NUMBER: _ClassVar[int]
+    ACTION_MASKS_FIELD_NUMBER: _ClassVar[int]
+    DETERMINISTIC_FIELD_NUMBER: _ClassVar[int]
+    policy: str
+    version: int
+    observations: _containers.RepeatedScalarFieldContainer[float]
+    action_masks: _containers.RepeatedScalarFieldContainer[bool]
+    deterministic: bool
+    def __init__(self, policy: _Optional[str] = ..., version: _Optional[int] = ..., observations: _Optional[_Iterable[float]] = ..., action_masks: _Optional[_Iterable[bool]] = ..., deterministic: _Optional[bool] = ...) -> None: ...
+
+class ActBatchResponse(_message.Message):
+    __slots__ = ("discrete_actions", "continuous_actions", "propensities", "policy_version")
+    DISCRETE_ACTIONS_FIELD_NUMBER: _ClassVar[int]
+    CONTINUOUS_ACTIONS_FIELD_NUMBER: _ClassVar[int]
+    PROPENSITIES_FIELD_NUMBER: _ClassVar[int]
+    POLICY_VERSION_FIELD_NUMBER: _ClassVar[int]
+    discrete_actions: _containers.RepeatedScalarFieldContainer[int]
+    continuous_actions: _containers.RepeatedScalarFieldContainer[float]
+    propensities: _containers.RepeatedScalarFieldContainer[float]
+    policy_version: int
+    def __init__(self, discrete_actions: _Optional[_Iterable[int]] = ..., continuous_actions: _Optional[_Iterable[float]] = ..., propensities: _Optional[_Iterable[float]] = ..., policy_version: _Optional[int] = ...) -> None: ...
 
 class Explanation(_message.Message):
     __slots__ = ("actions", "rules_fired", "value_kind", "unclamped_action")

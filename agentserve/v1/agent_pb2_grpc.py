@@ -40,6 +40,16 @@ class AgentServiceStub:
                 request_serializer=agentserve_dot_v1_dot_agent__pb2.ActRequest.SerializeToString,
                 response_deserializer=agentserve_dot_v1_dot_agent__pb2.ActResponse.FromString,
                 _registered_method=True)
+        self.ActStream = channel.stream_stream(
+                '/agentserve.v1.AgentService/ActStream',
+                request_serializer=agentserve_dot_v1_dot_agent__pb2.ActRequest.SerializeToString,
+                response_deserializer=agentserve_dot_v1_dot_agent__pb2.ActResponse.FromString,
+                _registered_method=True)
+        self.ActBatch = channel.unary_unary(
+                '/agentserve.v1.AgentService/ActBatch',
+                request_serializer=agentserve_dot_v1_dot_agent__pb2.ActBatchRequest.SerializeToString,
+                response_deserializer=agentserve_dot_v1_dot_agent__pb2.ActBatchResponse.FromString,
+                _registered_method=True)
         self.ListPolicies = channel.unary_unary(
                 '/agentserve.v1.AgentService/ListPolicies',
                 request_serializer=agentserve_dot_v1_dot_agent__pb2.ListPoliciesRequest.SerializeToString,
@@ -58,6 +68,21 @@ class AgentServiceServicer:
 
     def Act(self, request, context):
         """One observation in, one action out.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ActStream(self, request_iterator, context):
+        """One long-lived stream per simulator: one response per request, in request order. A request
+        that fails gets a response with `error` set; the stream goes on.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ActBatch(self, request, context):
+        """Many observations of one policy in one message (vectorized simulators); results in order.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -84,6 +109,16 @@ def add_AgentServiceServicer_to_server(servicer, server):
                     servicer.Act,
                     request_deserializer=agentserve_dot_v1_dot_agent__pb2.ActRequest.FromString,
                     response_serializer=agentserve_dot_v1_dot_agent__pb2.ActResponse.SerializeToString,
+            ),
+            'ActStream': grpc.stream_stream_rpc_method_handler(
+                    servicer.ActStream,
+                    request_deserializer=agentserve_dot_v1_dot_agent__pb2.ActRequest.FromString,
+                    response_serializer=agentserve_dot_v1_dot_agent__pb2.ActResponse.SerializeToString,
+            ),
+            'ActBatch': grpc.unary_unary_rpc_method_handler(
+                    servicer.ActBatch,
+                    request_deserializer=agentserve_dot_v1_dot_agent__pb2.ActBatchRequest.FromString,
+                    response_serializer=agentserve_dot_v1_dot_agent__pb2.ActBatchResponse.SerializeToString,
             ),
             'ListPolicies': grpc.unary_unary_rpc_method_handler(
                     servicer.ListPolicies,
@@ -124,6 +159,60 @@ class AgentService:
             '/agentserve.v1.AgentService/Act',
             agentserve_dot_v1_dot_agent__pb2.ActRequest.SerializeToString,
             agentserve_dot_v1_dot_agent__pb2.ActResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ActStream(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/agentserve.v1.AgentService/ActStream',
+            agentserve_dot_v1_dot_agent__pb2.ActRequest.SerializeToString,
+            agentserve_dot_v1_dot_agent__pb2.ActResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ActBatch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/agentserve.v1.AgentService/ActBatch',
+            agentserve_dot_v1_dot_agent__pb2.ActBatchRequest.SerializeToString,
+            agentserve_dot_v1_dot_agent__pb2.ActBatchResponse.FromString,
             options,
             channel_credentials,
             insecure,
