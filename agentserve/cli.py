@@ -109,6 +109,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    from service.batching import BatchingConfig
     from service.server import ServerConfig, default_model_repo, run
 
     return run(
@@ -121,6 +122,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
             runtime=args.runtime,
             ready_file=args.ready_file,
             safety_config=args.safety_config,
+            batching=BatchingConfig(args.max_batch, args.max_wait_ms / 1000.0, args.max_queue),
+            max_connection_age=args.max_connection_age,
         )
     )
 
@@ -337,6 +340,25 @@ def build_parser() -> argparse.ArgumentParser:
         "--safety-config",
         type=Path,
         help="YAML/JSON of per-policy safety rules, on top of the manifests' (docs/safety.md)",
+    )
+    p.add_argument("--max-batch", type=_positive, default=64, help="most requests per runtime call")
+    p.add_argument(
+        "--max-wait-ms",
+        type=float,
+        default=0.0,
+        help="wait this long for more requests once the queue is drained (default 0: never)",
+    )
+    p.add_argument(
+        "--max-queue",
+        type=_positive,
+        default=1024,
+        help="queued requests per policy version before RESOURCE_EXHAUSTED",
+    )
+    p.add_argument(
+        "--max-connection-age",
+        type=float,
+        default=300.0,
+        help="seconds before clients are asked to reconnect (spreads load over new replicas)",
     )
     p.set_defaults(func=cmd_serve)
 

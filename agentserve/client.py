@@ -5,6 +5,7 @@ Torch-free: grpcio, protobuf and numpy only. Results come back as numpy-friendly
 
 from __future__ import annotations
 
+import queue
 from collections.abc import Sequence
 from dataclasses import dataclass
 from types import TracebackType
@@ -122,34 +123,50 @@ class Client:
     ) -> ActResult:
         """Asks the server for an action for one observation (any shape; flattened row-major).
         `explain`: also return why (every action before and after masking, the rules fired)."""
+        request = act_request(
+            self._name(policy), observation, action_mask, deterministic, version, episode_id
+        )
+        request.explain = explain
+        return act_result(self._call(self._stub.Act, request))
+
+    def act_batch(
+        self,
+        observations: npt.ArrayLike,
+        action_masks: npt.ArrayLike | None = None,
+        deterministic: bool = True,
+        *,
+        policy: str | None = None,
+        version: int = 0,
+    ) -> BatchResult:
+        """Actions for N observations in one call (`observations` [N, ...], masks [N, A])."""
+        batch = np.asarray(observations, dtype=np.float32)
+        masks = [] if action_masks is None else np.asarray(action_masks, bool).ravel().tolist()
+        request = agent_pb2.ActBatchRequest(
+            policy=self._name(policy),
+            version=version,
+            observations=batch.ravel().tolist(),
+            action_masks=masks,
+            deterministic=deterministic,
+        )
+        response = self._call(self._stub.ActBatch, request)
+        actions: npt.NDArray[Any]
+        if len(response.continuous_actions):
+            flat = np.asarray(response.continuous_actions, dtype=np.float32)
+            actions = flat.reshape(len(batch), -1)
+        else:
+            actions = np.asarray(response.discrete_actions, dtype=np.int64)
+        propensities = np.asarray(response.propensities, dtype=np.float32)
+        return BatchResult(actions, propensities, int(response.policy_version))
+
+    def stream(self, policy: str | None = None) -> ActStream:
+        """A long-lived ActStream: `session.act(observation)` per step, answers in order."""
+        return ActStream(self._stub, self._name(policy))
+
+    def _name(self, policy: str | None) -> str:
         name = policy or self.policy
         if not name:
             raise ValueError("no policy named: pass policy= here or to Client(...)")
-        request = agent_pb2.ActRequest(
-            policy=name,
-            version=version,
-            observation=np.asarray(observation, dtype=np.float32).ravel().tolist(),
-            action_mask=[] if action_mask is None else [bool(m) for m in action_mask],
-            deterministic=deterministic,
-            episode_id=episode_id,
-            explain=explain,
-        )
-        response = self._call(self._stub.Act, request)
-        action: int | npt.NDArray[np.float32]
-        if response.WhichOneof("action") == "continuous_action":
-            action = np.asarray(response.continuous_action.values, dtype=np.float32)
-        else:
-            action = int(response.discrete_action)
-        return ActResult(
-            action=action,
-            policy_version=int(response.policy_version),
-            propensity=float(response.propensity),
-            probabilities=np.asarray(response.probabilities, dtype=np.float32),
-            values=np.asarray(response.values, dtype=np.float32),
-            fallback=bool(response.fallback),
-            clamped=bool(response.clamped),
-            explanation=response.explanation if response.HasField("explanation") else None,
-        )
+        return name
 
     def list_policies(self) -> list[PolicyDescription]:
         response = self._call(self._stub.ListPolicies, agent_pb2.ListPoliciesRequest())
@@ -179,4 +196,115 @@ class Client:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        self.close()
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    actions: npt.NDArray[Any]
+    """[N] int64 action indices, or [N, D] float32 continuous actions."""
+    propensities: npt.NDArray[np.float32]
+    policy_version: int
+
+
+def act_request(
+    policy: str,
+    observation: npt.ArrayLike,
+    action_mask: Sequence[bool] | npt.NDArray[np.bool_] | None,
+    deterministic: bool,
+    version: int = 0,
+    episode_id: str = "",
+) -> agent_pb2.ActRequest:
+    return agent_pb2.ActRequest(
+        policy=policy,
+        version=version,
+        observation=np.asarray(observation, dtype=np.float32).ravel().tolist(),
+        action_mask=[] if action_mask is None else [bool(m) for m in action_mask],
+        deterministic=deterministic,
+        episode_id=episode_id,
+    )
+
+
+def act_result(response: agent_pb2.ActResponse) -> ActResult:
+    """An ActResponse as an ActResult; an in-stream error raises RemoteError."""
+    if response.HasField("error"):
+        raise RemoteError(response.error.code, response.error.message)
+    action: int | npt.NDArray[np.float32]
+    if response.WhichOneof("action") == "continuous_action":
+        action = np.asarray(response.continuous_action.values, dtype=np.float32)
+    else:
+        action = int(response.discrete_action)
+    return ActResult(
+        action=action,
+        policy_version=int(response.policy_version),
+        propensity=float(response.propensity),
+        probabilities=np.asarray(response.probabilities, dtype=np.float32),
+        values=np.asarray(response.values, dtype=np.float32),
+        fallback=bool(response.fallback),
+        clamped=bool(response.clamped),
+        explanation=response.explanation if response.HasField("explanation") else None,
+    )
+
+
+class ActStream:
+    """One ActStream call: requests go out through a queue, answers come back in order.
+
+    >>> with client.stream("cartpole-dqn") as session:
+    ...     result = session.act(observation)
+    """
+
+    _END = object()
+
+    def __init__(self, stub: Any, policy: str) -> None:
+        self.policy = policy
+        self._requests: queue.Queue[Any] = queue.Queue()
+        self._responses = stub.ActStream(iter(self._requests.get, self._END))
+
+    def act(
+        self,
+        observation: npt.ArrayLike,
+        action_mask: Sequence[bool] | npt.NDArray[np.bool_] | None = None,
+        deterministic: bool = True,
+        *,
+        version: int = 0,
+        episode_id: str = "",
+    ) -> ActResult:
+        self.send(observation, action_mask, deterministic, version=version, episode_id=episode_id)
+        return self.receive()
+
+    def send(
+        self,
+        observation: npt.ArrayLike,
+        action_mask: Sequence[bool] | npt.NDArray[np.bool_] | None = None,
+        deterministic: bool = True,
+        *,
+        version: int = 0,
+        episode_id: str = "",
+    ) -> None:
+        """Queues one request without waiting (pipelining); `receive` answers in order."""
+        request = act_request(
+            self.policy, observation, action_mask, deterministic, version, episode_id
+        )
+        self._requests.put(request)
+
+    def receive(self) -> ActResult:
+        try:
+            response = next(self._responses)
+        except grpc.RpcError as error:
+            code = error.code()
+            raise RemoteError(code.name if code else "UNKNOWN", error.details() or "") from None
+        return act_result(response)
+
+    def close(self) -> None:
+        self._requests.put(self._END)
+        try:
+            for _ in self._responses:  # drain until the server ends the call
+                pass
+        except grpc.RpcError:
+            pass  # the call already failed; `receive` reported it
+
+    def __enter__(self) -> ActStream:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
         self.close()

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 if TYPE_CHECKING:
-    from service.decision import Decision
+    from service.decision import BatchDecision, Decision
 
 UNKNOWN_POLICY = "_unknown"
 # Sub-millisecond calls are the norm: buckets start at 50 microseconds.
@@ -89,6 +89,33 @@ class Metrics:
             ["policy", "source"],
             registry=self.registry,
         )
+        self.queue_time = Histogram(
+            "agentserve_queue_seconds",
+            "Time a request waited in its policy version's batching queue.",
+            ["policy", "version"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.compute_time = Histogram(
+            "agentserve_compute_seconds",
+            "Time of one batched runtime call and the choice of its actions.",
+            ["policy", "version"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.batch_size = Histogram(
+            "agentserve_batch_size",
+            "Requests served by one runtime call (micro-batches; ActBatch rows).",
+            ["policy"],
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096),
+            registry=self.registry,
+        )
+        self.in_flight = Gauge(
+            "agentserve_requests_in_flight",
+            "Requests (stream messages included) being handled now, by method.",
+            ["method"],
+            registry=self.registry,
+        )
         self.load_failures = Counter(
             "agentserve_policy_load_failures",
             "Policy versions that failed to load (the reason is in the log).",
@@ -107,4 +134,17 @@ class Metrics:
         if decision.fallback:
             self.fallbacks.labels(policy).inc()
         for source in decision.clamp_sources:
+            self.clamps.labels(policy, source).inc()
+
+    def record_batch(self, policy: str, batch: BatchDecision) -> None:
+        """The safety layer's counters for one answered ActBatch request."""
+        if batch.masked_by_request:
+            self.masked_actions.labels(policy, "request").inc(batch.masked_by_request)
+        if batch.masked_by_rules:
+            self.masked_actions.labels(policy, "rule").inc(batch.masked_by_rules)
+        for fired in batch.fired:
+            self.rule_hits.labels(policy, fired.rule).inc()
+        if batch.fallbacks:
+            self.fallbacks.labels(policy).inc(batch.fallbacks)
+        for source in batch.clamp_sources:
             self.clamps.labels(policy, source).inc()

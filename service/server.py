@@ -8,7 +8,7 @@ import json
 import logging
 import os
 import signal
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,7 @@ from prometheus_client import start_http_server
 
 from agentserve.errors import ConfigError
 from agentserve.v1 import agent_pb2, agent_pb2_grpc
+from service.batching import BatchingConfig
 from service.metrics import Metrics
 from service.repository import PolicyRepository
 from service.safety_config import load_safety_config
@@ -50,6 +51,10 @@ class ServerConfig:
     """Written (JSON: pid, ports) once the server accepts calls."""
     safety_config: Path | None = None
     """Per-policy safety rules on top of the manifests' (service.safety_config)."""
+    batching: BatchingConfig = field(default_factory=BatchingConfig)
+    """Dynamic micro-batching of Act / ActStream requests (service.batching)."""
+    max_connection_age: float = 300.0
+    """Seconds before a client connection is asked to reconnect (so new replicas get traffic)."""
 
 
 class AgentServer:
@@ -60,6 +65,7 @@ class AgentServer:
         self.repository = PolicyRepository(config.model_repo, self.metrics, config.runtime, safety)
         self.health = HealthServicer()
         self.server: grpc.aio.Server | None = None
+        self.servicer: AgentServicer | None = None
         self._metrics_httpd: Any = None
         self.port = 0
         self.metrics_port = 0
@@ -71,10 +77,13 @@ class AgentServer:
                 ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
                 ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
                 ("grpc.so_reuseport", 0),
+                ("grpc.max_connection_age_ms", int(self.config.max_connection_age * 1000)),
+                ("grpc.max_connection_age_grace_ms", int(self.config.grace_seconds * 1000)),
             ]
         )
+        self.servicer = AgentServicer(self.repository, self.metrics, batching=self.config.batching)
         agent_pb2_grpc.add_AgentServiceServicer_to_server(  # type: ignore[no-untyped-call]
-            AgentServicer(self.repository, self.metrics), server
+            self.servicer, server
         )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflection.enable_server_reflection(
@@ -138,6 +147,8 @@ class AgentServer:
         await self.health.enter_graceful_shutdown()
         if self.server is not None:
             await self.server.stop(self.config.grace_seconds)
+        if self.servicer is not None:
+            await self.servicer.batchers.close()
         if self._metrics_httpd is not None:
             self._metrics_httpd.shutdown()
             self._metrics_httpd.server_close()

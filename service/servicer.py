@@ -3,10 +3,11 @@ requests counted and timed in one place, `_rpc`."""
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
 import grpc
@@ -14,7 +15,8 @@ import numpy as np
 
 from agentserve.spaces import BoxSpec, DiscreteSpec, SpaceSpec
 from agentserve.v1 import agent_pb2, agent_pb2_grpc
-from service.decision import Explanation
+from service.batching import Batchers, BatchingConfig
+from service.decision import Decision, Explanation
 from service.errors import ServiceError
 from service.metrics import Metrics
 from service.policy import ServedPolicy
@@ -35,6 +37,7 @@ def _rpc(method: str, policy_field: str) -> Callable[[Handler[Any, Any]], Handle
         async def run(self: AgentServicer, request: Any, context: grpc.aio.ServicerContext) -> Any:
             start = time.perf_counter()
             code, details = grpc.StatusCode.OK, ""
+            self.metrics.in_flight.labels(method).inc()
             try:
                 return await handler(self, request, context)
             except ServiceError as error:
@@ -43,6 +46,7 @@ def _rpc(method: str, policy_field: str) -> Callable[[Handler[Any, Any]], Handle
                 log.exception("%s failed", method)
                 code, details = grpc.StatusCode.INTERNAL, "internal error (see the server log)"
             finally:
+                self.metrics.in_flight.labels(method).dec()
                 name = getattr(request, policy_field) if policy_field else None
                 label = "" if name is None else self.repository.metric_label(name)
                 self.metrics.requests.labels(method, label, code.name).inc()
@@ -93,42 +97,138 @@ def explanation_message(explanation: Explanation) -> agent_pb2.Explanation:
     )
 
 
+def response_message(decision: Decision, version: int) -> agent_pb2.ActResponse:
+    if isinstance(decision.action, np.ndarray):
+        action: dict[str, Any] = {
+            "continuous_action": agent_pb2.ContinuousAction(values=decision.action.tolist())
+        }
+    else:
+        action = {"discrete_action": decision.action}
+    return agent_pb2.ActResponse(
+        **action,
+        policy_version=version,
+        probabilities=decision.probabilities.tolist(),
+        propensity=decision.propensity,
+        values=[] if decision.values is None else decision.values.tolist(),
+        fallback=decision.fallback,
+        clamped=decision.clamped,
+        explanation=(
+            None if decision.explanation is None else explanation_message(decision.explanation)
+        ),
+    )
+
+
+STREAM_WINDOW = 64
+"""Requests of one stream in flight at once (a stream that pipelines more waits)."""
+
+
 class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
-    def __init__(self, repository: PolicyRepository, metrics: Metrics, seed: int | None = None):
+    def __init__(
+        self,
+        repository: PolicyRepository,
+        metrics: Metrics,
+        seed: int | None = None,
+        batching: BatchingConfig | None = None,
+    ):
         self.repository = repository
         self.metrics = metrics
         self.rng = np.random.default_rng(seed)
+        self.batchers = Batchers(batching or BatchingConfig(), self.rng, metrics)
+
+    async def _act(
+        self, request: agent_pb2.ActRequest, context: grpc.aio.ServicerContext
+    ) -> agent_pb2.ActResponse:
+        """One ActRequest (unary or a stream message): validated in this task, decided in its
+        policy version's micro-batch (explanations are computed unbatched)."""
+        policy = self.repository.get(request.policy, request.version)
+        if request.explain:
+            decision = policy.decide(
+                request.observation, request.action_mask, request.deterministic, self.rng, True
+            )
+        else:
+            item = policy.prepare(request.observation, request.action_mask)
+            if item.ready is not None:
+                decision = item.ready
+            else:
+                remaining = context.time_remaining()
+                deadline = None if remaining is None else time.monotonic() + remaining
+                batcher = self.batchers.get(policy)
+                decision = await batcher.decide(item, request.deterministic, deadline)
+        self.metrics.record_decision(policy.name, decision)
+        return response_message(decision, policy.version)
 
     @_rpc("Act", "policy")
     async def Act(
         self, request: agent_pb2.ActRequest, context: grpc.aio.ServicerContext
     ) -> agent_pb2.ActResponse:
-        policy = self.repository.get(request.policy, request.version)
-        decision = policy.decide(
-            request.observation,
-            request.action_mask,
-            request.deterministic,
-            self.rng,
-            explain=request.explain,
+        return await self._act(request, context)
+
+    async def ActStream(
+        self,
+        request_iterator: AsyncIterator[agent_pb2.ActRequest],
+        context: grpc.aio.ServicerContext,
+    ) -> AsyncIterator[agent_pb2.ActResponse]:
+        """Responses in request order; each message is decided (and batched) on its own, and a
+        failed message gets a response carrying its `error` while the stream goes on."""
+        in_flight: asyncio.Queue[asyncio.Task[agent_pb2.ActResponse] | None] = asyncio.Queue(
+            STREAM_WINDOW
         )
-        self.metrics.record_decision(policy.name, decision)
-        if isinstance(decision.action, np.ndarray):
-            action: dict[str, Any] = {
-                "continuous_action": agent_pb2.ContinuousAction(values=decision.action.tolist())
-            }
-        else:
-            action = {"discrete_action": decision.action}
-        return agent_pb2.ActResponse(
-            **action,
-            policy_version=policy.version,
-            probabilities=decision.probabilities.tolist(),
-            propensity=decision.propensity,
-            values=[] if decision.values is None else decision.values.tolist(),
-            fallback=decision.fallback,
-            clamped=decision.clamped,
-            explanation=(
-                None if decision.explanation is None else explanation_message(decision.explanation)
-            ),
+
+        async def read() -> None:
+            try:
+                async for request in request_iterator:
+                    await in_flight.put(asyncio.ensure_future(self._stream_one(request, context)))
+            finally:
+                await in_flight.put(None)
+
+        reader = asyncio.ensure_future(read())
+        try:
+            while (task := await in_flight.get()) is not None:
+                yield await task
+            await reader  # re-raises a failed read (e.g. a cancelled call)
+        finally:
+            reader.cancel()
+
+    async def _stream_one(
+        self, request: agent_pb2.ActRequest, context: grpc.aio.ServicerContext
+    ) -> agent_pb2.ActResponse:
+        start = time.perf_counter()
+        code, details = grpc.StatusCode.OK, ""
+        self.metrics.in_flight.labels("ActStream").inc()
+        try:
+            return await self._act(request, context)
+        except ServiceError as error:
+            code, details = error.code, str(error)
+        except Exception:
+            log.exception("ActStream message failed")
+            code, details = grpc.StatusCode.INTERNAL, "internal error (see the server log)"
+        finally:
+            self.metrics.in_flight.labels("ActStream").dec()
+            label = self.repository.metric_label(request.policy)
+            self.metrics.requests.labels("ActStream", label, code.name).inc()
+            self.metrics.latency.labels("ActStream", label).observe(time.perf_counter() - start)
+        return agent_pb2.ActResponse(error=agent_pb2.ActError(code=code.name, message=details))
+
+    @_rpc("ActBatch", "policy")
+    async def ActBatch(
+        self, request: agent_pb2.ActBatchRequest, context: grpc.aio.ServicerContext
+    ) -> agent_pb2.ActBatchResponse:
+        policy = self.repository.get(request.policy, request.version)
+        started = time.perf_counter()
+        batch = policy.decide_batch(
+            request.observations, request.action_masks, request.deterministic, self.rng
+        )
+        labels = (policy.name, str(policy.version))
+        self.metrics.compute_time.labels(*labels).observe(time.perf_counter() - started)
+        self.metrics.batch_size.labels(policy.name).observe(len(batch.propensities))
+        self.metrics.record_batch(policy.name, batch)
+        actions: dict[str, Any] = (
+            {"continuous_actions": batch.actions.reshape(-1).tolist()}
+            if batch.actions.dtype == np.float32
+            else {"discrete_actions": batch.actions.tolist()}
+        )
+        return agent_pb2.ActBatchResponse(
+            **actions, propensities=batch.propensities.tolist(), policy_version=policy.version
         )
 
     @_rpc("ListPolicies", "")
