@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 INSTALL := scripts/install.sh $(VENV) dev
 
-.PHONY: install run test check lint typecheck proto proto-check learning bench-learning bench-cliff bench-bandits bench-sb3 bench-report bundle clean
+.PHONY: install run test check lint typecheck proto proto-check learning bench-learning bench-cliff bench-bandits bench-masking bench-sb3 bench-report bundle clean
 
 install:
 	@$(INSTALL)
@@ -52,6 +52,10 @@ bench-cliff: install
 ## Bandits on the 10-armed testbed (Sutton & Barto figures 2.2, 2.4); also docs/bandits.md + PNGs.
 bench-bandits: install
 	$(PY) benchmarks/bandits.py $(ARGS)
+
+## Masked against unmasked PPO on the bundled maze (about 3 minutes); docs/masked-training.md + PNG.
+bench-masking: install
+	$(PY) -m trainer.masking_benchmark $(ARGS)
 
 ## Training speed side by side with Stable-Baselines3 (same presets, seeds, machine, interleaved).
 bench-sb3: install

@@ -46,6 +46,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             progress=not args.no_progress,
             resume=args.resume,
             threads=args.threads,
+            ignore_env_mask=args.ignore_env_mask,
         )
     )
     print(
@@ -124,6 +125,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
             safety_config=args.safety_config,
             batching=BatchingConfig(args.max_batch, args.max_wait_ms / 1000.0, args.max_queue),
             max_connection_age=args.max_connection_age,
+            watch_interval=args.watch_interval,
+            pins_file=args.pins,
         )
     )
 
@@ -313,6 +316,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", type=Path, help="continue from a checkpoint .safetensors file")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--threads", type=_positive, default=1, help="torch threads (default 1)")
+    p.add_argument(
+        "--ignore-env-mask",
+        action="store_true",
+        help="train and evaluate as if the env reported no action masks",
+    )
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("evaluate", help="run deterministic episodes of an exported policy")
@@ -359,6 +367,17 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=300.0,
         help="seconds before clients are asked to reconnect (spreads load over new replicas)",
+    )
+    p.add_argument(
+        "--watch-interval",
+        type=float,
+        default=2.0,
+        help="seconds between scans of the model repository for new versions (0 = off)",
+    )
+    p.add_argument(
+        "--pins",
+        type=Path,
+        help="YAML/JSON {policy: version} serving defaults, re-read on change (rollback = pin)",
     )
     p.set_defaults(func=cmd_serve)
 

@@ -116,6 +116,18 @@ class Metrics:
             ["method"],
             registry=self.registry,
         )
+        self.reloads = Counter(
+            "agentserve_policy_reloads",
+            "Policy versions loaded while serving (hot reload), by policy.",
+            ["policy"],
+            registry=self.registry,
+        )
+        self.unloads = Counter(
+            "agentserve_policy_unloads",
+            "Policy versions unloaded because their folder disappeared, by policy.",
+            ["policy"],
+            registry=self.registry,
+        )
         self.load_failures = Counter(
             "agentserve_policy_load_failures",
             "Policy versions that failed to load (the reason is in the log).",

@@ -53,6 +53,10 @@ class ServerConfig:
     """Per-policy safety rules on top of the manifests' (service.safety_config)."""
     batching: BatchingConfig = field(default_factory=BatchingConfig)
     """Dynamic micro-batching of Act / ActStream requests (service.batching)."""
+    watch_interval: float = 2.0
+    """Seconds between scans of the model repository for new or removed versions (0 = never)."""
+    pins_file: Path | None = None
+    """YAML/JSON {policy: version}: serving defaults other than the highest (re-read on change)."""
     max_connection_age: float = 300.0
     """Seconds before a client connection is asked to reconnect (so new replicas get traffic)."""
 
@@ -62,7 +66,10 @@ class AgentServer:
         self.config = config
         self.metrics = Metrics()
         safety = None if config.safety_config is None else load_safety_config(config.safety_config)
-        self.repository = PolicyRepository(config.model_repo, self.metrics, config.runtime, safety)
+        self.repository = PolicyRepository(
+            config.model_repo, self.metrics, config.runtime, safety, config.pins_file
+        )
+        self._watcher: asyncio.Task[None] | None = None
         self.health = HealthServicer()
         self.server: grpc.aio.Server | None = None
         self.servicer: AgentServicer | None = None
@@ -133,6 +140,8 @@ class AgentServer:
             self.port,
             self.metrics_port,
         )
+        if self.config.watch_interval > 0:
+            self._watcher = asyncio.get_running_loop().create_task(self._watch())
         if self.config.ready_file is not None:
             _write_atomically(
                 self.config.ready_file,
@@ -141,9 +150,31 @@ class AgentServer:
                 ),
             )
 
+    async def _watch(self) -> None:
+        """Hot reload: new versions are loaded (off the event loop), validated and warmed, then
+        swapped in; health follows whether any policy is served."""
+        serving = bool(self.repository.names())
+        while True:
+            await asyncio.sleep(self.config.watch_interval)
+            try:
+                self.repository.apply(await asyncio.to_thread(self.repository.refresh))
+            except Exception:  # e.g. the folder briefly unreadable: the next scan retries
+                log.exception("model repository refresh failed")
+            if bool(self.repository.names()) != serving:
+                serving = not serving
+                status = (
+                    health_pb2.HealthCheckResponse.SERVING
+                    if serving
+                    else health_pb2.HealthCheckResponse.NOT_SERVING
+                )
+                for service in ("", SERVICE_NAME):
+                    await self.health.set(service, status)
+
     async def stop(self) -> None:
         """Health goes NOT_SERVING, new calls are refused, in-flight calls finish (up to the
         grace period), then the metrics endpoint closes."""
+        if self._watcher is not None:
+            self._watcher.cancel()
         await self.health.enter_graceful_shutdown()
         if self.server is not None:
             await self.server.stop(self.config.grace_seconds)

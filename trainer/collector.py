@@ -8,11 +8,16 @@ hands the reset observation to the learner for its next action.
 
 Continuous actions are clipped to the action box before they reach the env; the transition keeps
 the action as the learner drew it (its log-probability is the one the learner computed).
+
+The env's action masks reach the learner unless the collector is told to ignore them (to train
+as if the env had none); either way it counts the actions taken that the env's mask did not
+allow (`invalid_actions`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import gymnasium as gym
@@ -34,7 +39,12 @@ def _masks(info: dict[str, Any], count: int, num_actions: int | None) -> BoolArr
     masks = np.ones((count, num_actions), dtype=np.bool_)
     present = np.asarray(info.get("_action_mask", np.ones(count, dtype=np.bool_)), dtype=np.bool_)
     for i in np.flatnonzero(present):
-        masks[i] = np.asarray(info["action_mask"][i]).astype(np.bool_).reshape(-1)
+        mask = np.asarray(info["action_mask"][i]).astype(np.bool_).reshape(-1)
+        if mask.size != num_actions:
+            raise ConfigError(
+                f'info["action_mask"] has {mask.size} entries; the env has {num_actions} actions'
+            )
+        masks[i] = mask
     return masks
 
 
@@ -44,7 +54,7 @@ class Step:
 
     observations: FloatArray
     masks: BoolArray | None
-    """Actions allowed at `observations` (None = all)."""
+    """Actions allowed at `observations`, as the learner is told (None = all)."""
     actions: ActionArray
     rewards: FloatArray
     final_observations: FloatArray
@@ -77,18 +87,25 @@ class Step:
 
 
 class Collector:
-    def __init__(self, env_id: str, n_envs: int, env_kwargs: dict[str, Any], seed: int) -> None:
+    def __init__(
+        self,
+        env_id: str,
+        n_envs: int,
+        env_kwargs: dict[str, Any],
+        seed: int,
+        use_masks: bool = True,
+    ) -> None:
         if n_envs < 1:
             raise ConfigError("n_envs must be >= 1")
-        make_env(env_id, **env_kwargs).close()  # a clear error for bad ids or arguments
-        self.envs = gym.make_vec(
-            env_id,
-            num_envs=n_envs,
-            vectorization_mode="sync",
-            vector_kwargs={"autoreset_mode": gym.vector.AutoresetMode.SAME_STEP},
-            **env_kwargs,
+        self.envs = gym.vector.SyncVectorEnv(
+            [partial(make_env, env_id, **env_kwargs) for _ in range(n_envs)],
+            autoreset_mode=gym.vector.AutoresetMode.SAME_STEP,
         )
         self.n = n_envs
+        self.use_masks = use_masks
+        """False: the learner is told nothing about the env's masks (every action allowed)."""
+        self.invalid_actions = 0
+        """Actions taken so far that the env's mask did not allow."""
         self.seed = seed
         action_space: Any = self.envs.single_action_space
         self.num_actions = int(action_space.n) if hasattr(action_space, "n") else None
@@ -103,12 +120,16 @@ class Collector:
         self._lengths = np.zeros(n_envs, dtype=np.int64)
         self._observations: FloatArray = np.zeros((n_envs, 0), dtype=np.float32)
 
+    def _told(self, masks: BoolArray | None) -> BoolArray | None:
+        """The env's masks as the learner is told them."""
+        return masks if self.use_masks else None
+
     def reset(self) -> tuple[FloatArray, BoolArray | None]:
         observations, info = self.envs.reset(seed=self.seed)
         self.envs.action_space.seed(self.seed)
         self._observations = _flat(observations, self.n)
         self._masks = _masks(info, self.n, self.num_actions)
-        return self._observations, self._masks
+        return self._observations, self._told(self._masks)
 
     def env_actions(self, actions: ActionArray) -> ActionArray:
         """What the env is stepped with: discrete actions as they are, continuous ones clipped
@@ -119,9 +140,12 @@ class Collector:
         return np.clip(flat, self._low, self._high).reshape(self.n, *self._action_shape)
 
     def step(self, actions: ActionArray) -> Step:
-        observations, rewards, terminated, truncated, info = self.envs.step(
-            self.env_actions(actions)
-        )
+        env_actions = self.env_actions(actions)
+        if self._masks is not None:
+            self.invalid_actions += int(
+                np.count_nonzero(~self._masks[np.arange(self.n), env_actions])
+            )
+        observations, raw_rewards, terminated, truncated, info = self.envs.step(env_actions)
         next_observations = _flat(observations, self.n)
         next_masks = _masks(info, self.n, self.num_actions)
         final_observations = next_observations.copy()
@@ -134,7 +158,7 @@ class Collector:
             last_masks = _masks(final_info, self.n, self.num_actions)
             if final_masks is not None and last_masks is not None:
                 final_masks[done] = last_masks[done]
-        rewards = np.asarray(rewards, dtype=np.float32)
+        rewards = np.asarray(raw_rewards, dtype=np.float32)
         self._returns += rewards
         self._lengths += 1
         finished = tuple(
@@ -144,15 +168,15 @@ class Collector:
         self._lengths[done] = 0
         step = Step(
             observations=self._observations,
-            masks=self._masks,
+            masks=self._told(self._masks),
             actions=np.asarray(actions, dtype=np.int64 if self._low is None else np.float32),
             rewards=rewards,
             final_observations=final_observations,
-            final_masks=final_masks,
+            final_masks=self._told(final_masks),
             terminated=np.asarray(terminated, dtype=np.bool_),
             truncated=np.asarray(truncated, dtype=np.bool_),
             next_observations=next_observations,
-            next_masks=next_masks,
+            next_masks=self._told(next_masks),
             finished=finished,
         )
         self._observations = next_observations

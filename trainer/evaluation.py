@@ -55,10 +55,12 @@ def evaluate(
     seed: int = 0,
     env_kwargs: dict[str, Any] | None = None,
     max_steps: int = MAX_EPISODE_STEPS,
+    use_masks: bool = True,
 ) -> EvalResult:
     """Runs `episodes` episodes, episode i reset with seed `seed + i`. An episode that has not
     ended after `max_steps` steps is cut there (envs without a time limit, such as
-    CliffWalking-v1, would otherwise loop forever under a greedy policy that walks into a wall)."""
+    CliffWalking-v1, would otherwise loop forever under a greedy policy that walks into a wall).
+    `use_masks` False: `act` is never given the env's action mask (None: every action allowed)."""
     env = make_env(env_id, **(env_kwargs or {}))
     space: Any = env.action_space
     continuous = not hasattr(space, "n")
@@ -68,7 +70,8 @@ def evaluate(
             observation, info = env.reset(seed=seed + episode)
             total, length, done = 0.0, 0, False
             while not done:
-                action = act(flat_observation(observation), mask_from_info(info))
+                mask = mask_from_info(info) if use_masks else None
+                action = act(flat_observation(observation), mask)
                 if continuous:
                     action = np.clip(
                         np.asarray(action, dtype=np.float32).reshape(space.shape),

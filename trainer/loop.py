@@ -54,6 +54,9 @@ class RunOptions:
     runs side by side do not fight over cores."""
     resume: Path | None = None
     """A checkpoint to continue from (the step count carries on)."""
+    ignore_env_mask: bool = False
+    """Train and evaluate as if the env reported no action masks: the learner is never told which
+    actions are allowed (the masked-against-unmasked comparison, docs/masked-training.md)."""
 
 
 @dataclass(frozen=True)
@@ -70,6 +73,8 @@ class RunResult:
     reached_target: bool = False
     train_seconds: float = 0.0
     """Wall-clock of the training itself: evaluations and checkpoints excluded."""
+    invalid_actions: int = 0
+    """Training actions that the env's action mask did not allow (0 unless `ignore_env_mask`)."""
 
 
 def _greedy(learner: Learner) -> Any:
@@ -95,7 +100,13 @@ def train(options: RunOptions) -> RunResult:
         raise ConfigError("--timesteps must be >= 0")
     if hasattr(spec.config, "total_timesteps"):
         spec.config.total_timesteps = max(timesteps, 1)
-    collector = Collector(options.env_id, spec.n_envs, spec.env_kwargs, options.seed)
+    collector = Collector(
+        options.env_id,
+        spec.n_envs,
+        spec.env_kwargs,
+        options.seed,
+        use_masks=not options.ignore_env_mask,
+    )
     learner = learner_class(
         space_from_gym(collector.envs.single_observation_space),
         space_from_gym(collector.envs.single_action_space),
@@ -116,6 +127,7 @@ def train(options: RunOptions) -> RunResult:
         "n_envs": spec.n_envs,
         "seed": options.seed,
         "timesteps": timesteps,
+        "ignore_env_mask": options.ignore_env_mask,
         "hyperparameters": config_to_json(spec.config),
     }
     (run_dir / "config.json").write_text(json.dumps(resolved, indent=2) + "\n", encoding="utf-8")
@@ -127,6 +139,7 @@ def train(options: RunOptions) -> RunResult:
             options.eval_episodes,
             seed=10_000 + options.seed * 1_000 + seed_offset,
             env_kwargs=spec.env_kwargs,
+            use_masks=not options.ignore_env_mask,
         )
 
     logger = RunLogger(run_dir, timesteps, options.progress)
@@ -198,5 +211,14 @@ def train(options: RunOptions) -> RunResult:
         }
         artifact = export_artifact(learner, options.out_repo, name, options.env_id, training)
     return RunResult(
-        run_dir, artifact, steps_done, wall, final, best, tuple(history), reached, train_seconds
+        run_dir,
+        artifact,
+        steps_done,
+        wall,
+        final,
+        best,
+        tuple(history),
+        reached,
+        train_seconds,
+        collector.invalid_actions,
     )

@@ -1,4 +1,5 @@
-"""trainer.envs.gridworld: the bundled `agentserve/GridWorld-v0` environment."""
+"""trainer.envs.gridworld: the bundled `agentserve/GridWorld-v0` and
+`agentserve/MazeGridWorld-v0` environments."""
 
 from __future__ import annotations
 
@@ -9,12 +10,13 @@ import numpy as np
 import pytest
 from gymnasium.utils.env_checker import check_env
 
-import trainer.envs  # noqa: F401  (registers the env)
-from trainer.envs import GRIDWORLD_ID
+from agentserve.errors import ConfigError
+from trainer.envs import GRIDWORLD_ID, MAZE_ID, MAZE_MAX_EPISODE_STEPS, make_env
 from trainer.envs.gridworld import (
     DEFAULT_LAYOUT,
     GOAL_REWARD,
     LAVA_REWARD,
+    MAZE_LAYOUT,
     MOVES,
     STEP_REWARD,
     GridWorldEnv,
@@ -203,3 +205,80 @@ def test_render_ansi_marks_the_agent() -> None:
     assert frame is not None
     assert frame.splitlines()[0] == "SA.#...."
     assert GridWorldEnv().render() is None
+
+
+# --- Observations and the maze ----------------------------------------------------------------
+
+
+VARIANTS = [
+    {},
+    {"observation": "onehot"},
+    {"mask_in_observation": True},
+    {"observation": "onehot", "mask_in_observation": True},
+]
+
+
+@pytest.mark.parametrize("env_id", [GRIDWORLD_ID, MAZE_ID])
+@pytest.mark.parametrize("kwargs", VARIANTS)
+def test_check_env_passes_for_every_observation(env_id: str, kwargs: dict[str, object]) -> None:
+    check_env(gym.make(env_id, **kwargs).unwrapped, skip_render_check=False)
+
+
+def test_onehot_observation_marks_the_cell() -> None:
+    env = GridWorldEnv(observation="onehot")
+    assert env.observation_space == gym.spaces.Box(0.0, 1.0, (40,), np.float32)
+    observation, info = env.reset(seed=0)
+    assert observation.dtype == np.float32 and observation.tolist() == [1.0] + [0.0] * 39
+    assert info["action_mask"].tolist() == [0, 1, 1, 0]
+    observation, _, _, _, _ = env.step(np.int64(RIGHT))
+    assert np.flatnonzero(observation).tolist() == [1] and observation.sum() == 1.0
+
+
+@pytest.mark.parametrize("observation", ["index", "onehot"])
+def test_mask_in_observation_is_pettingzoo_style(observation: str) -> None:
+    env = GridWorldEnv(observation=observation, mask_in_observation=True)
+    plain = GridWorldEnv(observation=observation)
+    assert isinstance(env.observation_space, gym.spaces.Dict)
+    assert env.observation_space["observation"] == plain.observation_space
+    assert env.observation_space["action_mask"] == gym.spaces.Box(0, 1, (4,), np.int8)
+    for action in (None, RIGHT, DOWN, DOWN):
+        if action is None:
+            dict_observation, info = env.reset(seed=0)
+            expected, expected_info = plain.reset(seed=0)
+        else:
+            dict_observation, _, _, _, info = env.step(np.int64(action))
+            expected, _, _, _, expected_info = plain.step(np.int64(action))
+        assert info == {}  # the mask travels in the observation only
+        assert np.array_equal(dict_observation["observation"], expected)
+        assert dict_observation["action_mask"].tolist() == expected_info["action_mask"].tolist()
+
+
+def test_unknown_observation_is_refused() -> None:
+    with pytest.raises(ValueError, match="observation must be one of"):
+        GridWorldEnv(observation="pixels")
+    with pytest.raises(ConfigError, match="observation must be one of"):
+        make_env(MAZE_ID, observation="pixels")
+
+
+def test_maze_is_registered_with_onehot_observations_and_its_time_limit() -> None:
+    env = gym.make(MAZE_ID)
+    assert env.spec is not None and env.spec.max_episode_steps == MAZE_MAX_EPISODE_STEPS == 200
+    grid = env.unwrapped
+    assert isinstance(grid, GridWorldEnv) and grid.layout == MAZE_LAYOUT
+    assert env.observation_space == gym.spaces.Box(0.0, 1.0, (63,), np.float32)
+    assert env.action_space == gym.spaces.Discrete(4)
+
+
+def test_maze_shortest_path_and_optimal_return() -> None:
+    steps = shortest_path_steps(MAZE_LAYOUT)
+    assert steps == 18
+    expected = GOAL_REWARD + STEP_REWARD * (steps - 1)
+    assert optimal_return(GridWorldEnv(MAZE_LAYOUT), horizon=200) == pytest.approx(expected)
+
+
+def test_about_half_of_the_maze_moves_bump_into_a_wall() -> None:
+    env = GridWorldEnv(MAZE_LAYOUT)
+    open_cells = [s for s in range(63) if env.cell(s) not in "#G"]
+    invalid = np.mean([1 - env.action_mask(s).mean() for s in open_cells])
+    assert 0.45 < invalid < 0.55
+    assert all(env.action_mask(s).any() for s in open_cells)  # every cell has a way out

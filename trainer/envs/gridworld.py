@@ -1,10 +1,17 @@
-"""A deterministic grid world with walls, lava and a goal: `agentserve/GridWorld-v0`.
+"""A deterministic grid world with walls, lava and a goal: `agentserve/GridWorld-v0`, and a bigger
+maze of corridors, `agentserve/MazeGridWorld-v0` (one-hot observations, about half of all moves
+bump into a wall: the environment for masked against unmasked training).
 
 Layout characters: `S` start, `G` goal (+20, ends the episode), `L` lava (-10, ends the episode),
 `#` wall (cannot be entered), `.` floor. Every move costs -1, also a move into a wall or the edge
-(the agent then stays put). Observation: the cell index `row * width + col`. Actions: 0 up,
-1 right, 2 down, 3 left. `info["action_mask"]` flags the moves that do not bump into a wall or the
-edge (Gymnasium's convention, as in Taxi).
+(the agent then stays put). Actions: 0 up, 1 right, 2 down, 3 left. `info["action_mask"]` flags the
+moves that do not bump into a wall or the edge (Gymnasium's convention, as in Taxi).
+
+Observations (the `observation` argument): "index", the cell index `row * width + col`
+(`Discrete(height * width)`); or "onehot", that index one-hot encoded (a float32 `Box` of
+`height * width` zeros and a one). With `mask_in_observation=True` the observation is instead
+PettingZoo's action-mask dict, `{"observation": <as above>, "action_mask": <int8, one per action>}`,
+and `info` carries no mask.
 """
 
 from __future__ import annotations
@@ -22,26 +29,62 @@ DEFAULT_LAYOUT = (
     ".##L.#.#",
     "...L...G",
 )
+MAZE_LAYOUT = (
+    "S..#.....",
+    "##.#.###.",
+    "...#...#.",
+    ".#####.#.",
+    ".....#...",
+    "####.###.",
+    "G....#...",
+)
+"""The maze of `agentserve/MazeGridWorld-v0`: one winding corridor with dead ends, 18 steps from
+S to G, where about half of all moves (51% averaged over the open cells) bump into a wall."""
 MOVES = ((-1, 0), (0, 1), (1, 0), (0, -1))
 STEP_REWARD = -1.0
 GOAL_REWARD = 20.0
 LAVA_REWARD = -10.0
+OBSERVATIONS = ("index", "onehot")
+"""The values of the `observation` argument."""
 
 
-class GridWorldEnv(gym.Env[np.int64, np.int64]):
+class GridWorldEnv(gym.Env[Any, np.int64]):
     metadata = {"render_modes": ["ansi"], "render_fps": 4}  # noqa: RUF012  (Gymnasium declares it an instance field)
 
-    def __init__(self, layout: tuple[str, ...] = DEFAULT_LAYOUT, render_mode: str | None = None):
+    def __init__(
+        self,
+        layout: tuple[str, ...] = DEFAULT_LAYOUT,
+        render_mode: str | None = None,
+        observation: str = "index",
+        mask_in_observation: bool = False,
+    ):
         widths = {len(row) for row in layout}
         if len(widths) != 1:
             raise ValueError("every layout row must have the same width")
+        if observation not in OBSERVATIONS:
+            raise ValueError(f"observation must be one of {OBSERVATIONS}, got {observation!r}")
         self.layout = tuple(layout)
         self.height, self.width = len(layout), widths.pop()
         cells = "".join(layout)
         if cells.count("S") != 1 or "G" not in cells:
             raise ValueError("a layout needs exactly one S and at least one G")
         self.start = cells.index("S")
-        self.observation_space = gym.spaces.Discrete(self.height * self.width)
+        self.onehot = observation == "onehot"
+        self.mask_in_observation = mask_in_observation
+        n = self.height * self.width
+        cell_space: gym.Space[Any] = (
+            gym.spaces.Box(0.0, 1.0, (n,), np.float32) if self.onehot else gym.spaces.Discrete(n)
+        )
+        self.observation_space = (
+            gym.spaces.Dict(
+                {
+                    "observation": cell_space,
+                    "action_mask": gym.spaces.Box(0, 1, (len(MOVES),), np.int8),
+                }
+            )
+            if mask_in_observation
+            else cell_space
+        )
         self.action_space = gym.spaces.Discrete(len(MOVES))
         self.render_mode = render_mode
         self.state = self.start
@@ -70,19 +113,32 @@ class GridWorldEnv(gym.Env[np.int64, np.int64]):
             [self.transition(state, a)[0] != state for a in range(len(MOVES))], dtype=np.int8
         )
 
+    def observe(self) -> tuple[Any, dict[str, Any]]:
+        """(observation, info) of the current state, as `observation` and `mask_in_observation`
+        ask."""
+        if self.onehot:
+            cell: Any = np.zeros(self.height * self.width, dtype=np.float32)
+            cell[self.state] = 1.0
+        else:
+            cell = np.int64(self.state)
+        mask = self.action_mask(self.state)
+        if self.mask_in_observation:
+            return {"observation": cell, "action_mask": mask}, {}
+        return cell, {"action_mask": mask}
+
     def reset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
-    ) -> tuple[np.int64, dict[str, Any]]:
+    ) -> tuple[Any, dict[str, Any]]:
         super().reset(seed=seed)
         self.state = self.start
-        return np.int64(self.state), {"action_mask": self.action_mask(self.state)}
+        return self.observe()
 
-    def step(self, action: np.int64) -> tuple[np.int64, float, bool, bool, dict[str, Any]]:
+    def step(self, action: np.int64) -> tuple[Any, float, bool, bool, dict[str, Any]]:
         if not self.action_space.contains(action):
             raise ValueError(f"invalid action {action!r}")
         self.state, reward, terminated = self.transition(self.state, int(action))
-        info = {"action_mask": self.action_mask(self.state)}
-        return np.int64(self.state), reward, terminated, False, info
+        observation, info = self.observe()
+        return observation, reward, terminated, False, info
 
     def render(self) -> str | None:
         if self.render_mode != "ansi":

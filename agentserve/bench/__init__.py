@@ -1,0 +1,14 @@
+"""The serving benchmark: `agentserve bench` (`make bench-serving`).
+
+Our server and a bare gRPC echo server of the same service are each started in their own
+process and driven, in turn and under the same machine conditions, by load-generator processes;
+the medians of the repeats, the ratios ours/echo and the verdict on the targets of issue 5 are
+written to docs/serving-benchmark.md and docs/results/serving.json.
+
+    echo.py      the echo server (`python -m agentserve.bench.echo`) and its launcher
+    scenarios.py the scenarios (method, callers, client processes, batch size)
+    load.py      the load-generator worker processes (grpc.aio clients)
+    stats.py     percentiles, medians over repeats, ratios, the targets and their verdicts
+    report.py    the markdown page, from the stored JSON only
+    runner.py    starts everything, alternates the targets, stores the results
+"""
