@@ -47,6 +47,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             resume=args.resume,
             threads=args.threads,
             ignore_env_mask=args.ignore_env_mask,
+            safety=args.safety,
         )
     )
     print(
@@ -320,6 +321,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--ignore-env-mask",
         action="store_true",
         help="train and evaluate as if the env reported no action masks",
+    )
+    p.add_argument(
+        "--safety",
+        type=Path,
+        help="YAML/JSON safety rules to carry in the exported manifest (docs/safety.md)",
     )
     p.set_defaults(func=cmd_train)
 

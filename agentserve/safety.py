@@ -35,17 +35,19 @@ Every error names where it is (`safety.rules[1].when.all[0]: ...`).
 
 from __future__ import annotations
 
+import json
 import math
 import operator
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-from agentserve.errors import ManifestError
+from agentserve.errors import ConfigError, ManifestError
 from agentserve.spaces import BoxSpec, DiscreteSpec, SpaceSpec
 
 FloatArray = npt.NDArray[np.float32]
@@ -261,6 +263,20 @@ class SafetyPolicy:
 
 
 # --- Parsing ------------------------------------------------------------------------------------
+
+
+def load_safety_file(path: Path) -> Any:
+    """A safety section from a YAML or JSON file (validated later, against a policy's spaces)."""
+    import yaml
+
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as error:
+        raise ConfigError(f"cannot read safety file {path}: {error.strerror}") from None
+    try:
+        return json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as error:
+        raise ConfigError(f"safety file {path} is not valid YAML/JSON: {error}") from None
 
 
 def parse_safety(

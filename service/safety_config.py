@@ -19,26 +19,17 @@ validated against its policy's spaces when the policy loads (a bad section stops
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from agentserve.errors import ConfigError, ManifestError
 from agentserve.manifest import check_policy_name
+from agentserve.safety import load_safety_file
 
 
 def load_safety_config(path: Path) -> dict[str, Any]:
     """Policy name -> its (not yet validated) safety section."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as error:
-        raise ConfigError(f"cannot read safety config {path}: {error.strerror}") from None
-    try:
-        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
-    except (json.JSONDecodeError, yaml.YAMLError) as error:
-        raise ConfigError(f"safety config {path} is not valid YAML/JSON: {error}") from None
+    data = load_safety_file(path)
     if not isinstance(data, dict) or set(data) != {"policies"}:
         raise ConfigError(f"safety config {path}: needs one top-level key, `policies`")
     policies = data["policies"]

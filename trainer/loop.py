@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from agentserve.errors import ConfigError
+from agentserve.safety import load_safety_file, parse_safety
 from agentserve.spaces import space_from_gym
 from trainer import registry
 from trainer.collector import Collector
@@ -54,6 +55,9 @@ class RunOptions:
     runs side by side do not fight over cores."""
     resume: Path | None = None
     """A checkpoint to continue from (the step count carries on)."""
+    safety: Path | None = None
+    """YAML/JSON safety section (docs/safety.md) to carry in the exported manifest; validated
+    against the env's spaces before training starts."""
     ignore_env_mask: bool = False
     """Train and evaluate as if the env reported no action masks: the learner is never told which
     actions are allowed (the masked-against-unmasked comparison, docs/masked-training.md)."""
@@ -113,6 +117,10 @@ def train(options: RunOptions) -> RunResult:
         spec.config,
         options.seed,
     )
+    safety = None if options.safety is None else load_safety_file(options.safety)
+    parse_safety(
+        safety, learner.observation_space, learner.action_space, f"{options.safety}: safety"
+    )
     if options.resume is not None:
         learner.load_state_dict(load_checkpoint(options.resume))
     name = options.name or default_policy_name(options.env_id, options.algorithm)
@@ -166,6 +174,10 @@ def train(options: RunOptions) -> RunResult:
                 now = learner.num_steps
                 for episode_return, episode_length in step.finished:
                     logger.episode(now, episode_return, episode_length)
+                if step.masks is not None:  # actions the env's mask forbade, per env step
+                    scalars["safety/env_masked_actions"] = float((~step.masks).sum()) / len(
+                        step.masks
+                    )
                 logger.scalars(now, {**scalars, **learner.extra_scalars()})
                 if before // 1000 != now // 1000 or now >= timesteps:
                     logger.advance(now)
@@ -209,7 +221,9 @@ def train(options: RunOptions) -> RunResult:
             "wall_seconds": round(wall, 3),
             "evaluation": None if exported_eval is None else exported_eval.to_json(),
         }
-        artifact = export_artifact(learner, options.out_repo, name, options.env_id, training)
+        artifact = export_artifact(
+            learner, options.out_repo, name, options.env_id, training, safety=safety
+        )
     return RunResult(
         run_dir,
         artifact,

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import math
 import shutil
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -290,3 +291,50 @@ def test_export_carries_rules_into_the_manifest_and_refuses_invalid_ones(tmp_pat
             safety={"rules": [{"name": "x", "forbid": [4]}]},
         )
     assert not (tmp_path / "broken").exists()
+
+
+def test_train_validates_rules_first_and_exports_them(tmp_path: Path) -> None:
+    from trainer.loop import RunOptions, train
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("rules:\n  - {name: x, forbid: [9]}\n")
+    options = RunOptions(
+        algorithm="dqn",
+        env_id="CartPole-v1",
+        timesteps=200,
+        run_dir=tmp_path / "run",
+        eval_episodes=0,
+        progress=False,
+        out_repo=tmp_path / "repo",
+        safety=bad,
+    )
+    with pytest.raises(ManifestError, match=r"bad.yaml: safety.rules\[0\].forbid: action 9"):
+        train(options)
+    assert not (tmp_path / "repo").exists()
+    good = tmp_path / "rules.json"
+    good.write_text(json.dumps({"rules": [{**LEANS_RIGHT, "forbid": [1]}]}))
+    result = train(replace(options, safety=good))
+    assert result.artifact is not None
+    assert load_manifest(result.artifact).manifest.safety.rule_names == ("leans-right",)
+
+
+def test_training_logs_the_actions_the_env_mask_forbade(tmp_path: Path) -> None:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from trainer.loop import RunOptions, train
+
+    run = tmp_path / "run"
+    train(
+        RunOptions(
+            algorithm="qlearning",
+            env_id="agentserve/GridWorld-v0",
+            timesteps=3000,
+            run_dir=run,
+            eval_episodes=0,
+            progress=False,
+        )
+    )
+    events = EventAccumulator(str(run / "tensorboard"))
+    events.Reload()
+    values = [e.value for e in events.Scalars("safety/env_masked_actions")]
+    assert values and all(0.0 < v < 4.0 for v in values)
