@@ -1,4 +1,4 @@
-"""The `agentserve` command: train | evaluate | serve | simulate | demo | algos.
+"""The `agentserve` command: train | evaluate | serve | simulate | demo | benchmark | bench | algos.
 
 Each subcommand imports what it needs when it runs, so the client-only install (no torch) can
 still run `agentserve simulate`.
@@ -114,6 +114,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from service.batching import BatchingConfig
     from service.server import ServerConfig, default_model_repo, run
 
+    if args.device != "cpu" and args.runtime is not None and args.runtime != "torch":
+        raise ConfigError(
+            f"--device {args.device} is where the torch runtime runs; --runtime {args.runtime} "
+            "runs on the CPU (use --runtime torch)"
+        )
+    if args.device != "cpu" and args.runtime is None:
+        logging.getLogger("agentserve.cli").warning(
+            "--device %s applies to policies served by the torch runtime only; add "
+            "--runtime torch to serve every policy with it",
+            args.device,
+        )
     return run(
         ServerConfig(
             model_repo=args.model_repo or default_model_repo(),
@@ -122,12 +133,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
             metrics_port=args.metrics_port,
             grace_seconds=args.grace,
             runtime=args.runtime,
+            device=args.device,
             ready_file=args.ready_file,
             safety_config=args.safety_config,
             batching=BatchingConfig(args.max_batch, args.max_wait_ms / 1000.0, args.max_queue),
             max_connection_age=args.max_connection_age,
             watch_interval=args.watch_interval,
             pins_file=args.pins,
+            online=tuple(args.online),
+            state_dir=args.state_dir,
+            snapshot_every=args.snapshot_every,
         )
     )
 
@@ -154,6 +169,45 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         f"mean return {statistics.fmean(returns):.2f} +- {spread:.2f} over {len(returns)} episodes"
     )
     return 0
+
+
+def cmd_health(args: argparse.Namespace) -> int:
+    """One `grpc.health.v1` Check against a running server (the container's HEALTHCHECK).
+
+    Prints one line; exit 0 when the service is SERVING, 1 otherwise (not serving, unknown
+    service, no answer, or no health client installed). Never 2: Docker reserves it.
+    """
+    import grpc
+
+    service = args.service or "(server)"
+    try:
+        from grpc_health.v1 import health_pb2, health_pb2_grpc
+    except ImportError:
+        print(
+            "agentserve health: needs grpcio-health-checking: pip install 'agentserve[serve]'",
+            file=sys.stderr,
+        )
+        return 1
+    request = health_pb2.HealthCheckRequest(service=args.service)
+    with grpc.insecure_channel(args.target) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        try:
+            response = stub.Check(request, timeout=args.timeout)
+        except grpc.RpcError as error:
+            code = error.code()
+            name = code.name if code is not None else "UNKNOWN"
+            if code == grpc.StatusCode.NOT_FOUND:
+                reason = f"service {args.service!r} unknown to the server"
+            elif code == grpc.StatusCode.DEADLINE_EXCEEDED:
+                reason = f"no answer within {args.timeout:g} s"
+            else:
+                reason = " ".join(str(error.details() or "").split())
+            print(f"{args.target} {service}: {name}: {reason}", file=sys.stderr)
+            return 1
+    status = health_pb2.HealthCheckResponse.ServingStatus.Name(response.status)
+    serving = response.status == health_pb2.HealthCheckResponse.SERVING
+    print(f"{args.target} {service}: {status}", file=sys.stdout if serving else sys.stderr)
+    return 0 if serving else 1
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -267,6 +321,28 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
     return status
 
 
+def _positive_seconds(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return value
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from agentserve.bench import report
+    from agentserve.bench.runner import Settings, command_line, load_results, run_benchmark
+
+    if args.report_only:
+        page = report.write(args.out, load_results(args.out))
+        print(f"wrote {page}")
+        return 0
+    settings = Settings(
+        seconds=args.seconds, warmup=args.warmup, repeats=args.repeats, only=tuple(args.only)
+    )
+    run_benchmark(settings, args.out, command_line(settings, args.out))
+    return 0
+
+
 def _add_only(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--only",
@@ -337,7 +413,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--env", help="env id (default: the one it was trained on)")
     p.add_argument("--episodes", type=_positive, default=10)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--runtime", choices=["onnx", "table"], help="force a runtime")
+    p.add_argument("--runtime", choices=["onnx", "table", "torch"], help="force a runtime")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("serve", help="serve a model repository over gRPC")
@@ -348,7 +424,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--metrics-port", type=int, default=9100, help="Prometheus port (0 = any, -1 = off)"
     )
     p.add_argument("--grace", type=float, default=10.0, help="seconds to drain on SIGTERM")
-    p.add_argument("--runtime", choices=["onnx", "table"], help="force a runtime")
+    p.add_argument("--runtime", choices=["onnx", "table", "torch"], help="force a runtime")
+    p.add_argument(
+        "--device",
+        default="cpu",
+        help="where the torch runtime runs: cpu (default), cuda or cuda:N",
+    )
     p.add_argument("--ready-file", type=Path, help="write pid and ports here once serving")
     p.add_argument(
         "--safety-config",
@@ -385,6 +466,24 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         help="YAML/JSON {policy: version} serving defaults, re-read on change (rollback = pin)",
     )
+    p.add_argument(
+        "--online",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="let policy NAME learn online from Feedback/Update (repeatable)",
+    )
+    p.add_argument(
+        "--state-dir",
+        type=Path,
+        help="online learner state (write-ahead log, snapshots); default MODEL_REPO/.state",
+    )
+    p.add_argument(
+        "--snapshot-every",
+        type=_positive,
+        default=1000,
+        help="online updates between snapshots (each publishes a new version)",
+    )
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("simulate", help="step a local env with actions served remotely")
@@ -396,6 +495,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stochastic", action="store_true", help="sample instead of greedy actions")
     p.add_argument("--timeout", type=float, default=10.0, help="seconds per call")
     p.set_defaults(func=cmd_simulate)
+
+    p = sub.add_parser(
+        "health", help="check a server's gRPC health: exit 0 when SERVING, 1 otherwise"
+    )
+    p.add_argument("--target", default="127.0.0.1:50051", help="host:port of the server")
+    p.add_argument(
+        "--service",
+        default="",
+        help="service to check (default: the server as a whole; e.g. agentserve.v1.AgentService)",
+    )
+    p.add_argument(
+        "--timeout", type=_positive_seconds, default=5.0, help="seconds to wait for an answer (5)"
+    )
+    p.set_defaults(func=cmd_health)
 
     p = sub.add_parser("demo", help="serve the bundled policies and drive them with the simulator")
     p.add_argument("--model-repo", type=Path, help="default: the bundled repository")
@@ -445,6 +558,41 @@ def build_parser() -> argparse.ArgumentParser:
     _add_out(q)
     q = parts.add_parser("report", help="render benchmarks.md from the stored results only")
     _add_out(q)
+
+    p = sub.add_parser(
+        "bench",
+        help="serving benchmark: our server against a bare gRPC echo server",
+        description="Measures unary Act, ActStream and ActBatch against our server and a bare "
+        "echo server of the same service, alternating between them, and writes "
+        "OUT/serving-benchmark.md and OUT/results/serving.json.",
+    )
+    p.add_argument(
+        "--seconds", type=_positive_seconds, default=5.0, help="measured seconds per run (5)"
+    )
+    p.add_argument(
+        "--warmup", type=float, default=1.0, help="seconds of load before each measurement (1)"
+    )
+    p.add_argument("--repeats", type=_positive, default=3, help="runs per scenario and server (3)")
+    p.add_argument(
+        "--only",
+        action="extend",
+        nargs="+",
+        default=[],
+        metavar="SCENARIO",
+        help="only these scenarios: act-c1 act-c32 stream-s1 stream-s32 batch64-c1 batch64-c4",
+    )
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=Path("docs"),
+        help="docs folder: serving-benchmark.md and results/serving.json (default: docs)",
+    )
+    p.add_argument(
+        "--report-only",
+        action="store_true",
+        help="re-render the page from the stored results, measure nothing",
+    )
+    p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("algos", help="list the registered algorithms and their options")
     p.add_argument("algorithm", nargs="?", help="show one algorithm's hyperparameters")

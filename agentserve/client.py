@@ -47,6 +47,8 @@ class ActResult:
     """Continuous policies: the policy's own action was clamped (action space or safety bounds)."""
     explanation: agent_pb2.Explanation | None = None
     """Present when asked for with `explain=True` (see protos/agentserve/v1/agent.proto)."""
+    event_id: str = ""
+    """Online learning: the recorded decision's id (when an episode_id was sent)."""
 
 
 @dataclass(frozen=True)
@@ -158,6 +160,43 @@ class Client:
         propensities = np.asarray(response.propensities, dtype=np.float32)
         return BatchResult(actions, propensities, int(response.policy_version))
 
+    def feedback(
+        self,
+        episode_id: str,
+        reward: float,
+        *,
+        terminated: bool = False,
+        truncated: bool = False,
+        next_observation: npt.ArrayLike | None = None,
+        next_action_mask: Sequence[bool] | None = None,
+        event_id: str = "",
+        feedback_id: str = "",
+        policy: str | None = None,
+    ) -> FeedbackResult:
+        """Reports what followed the episode's last decision (online learning). Give each
+        feedback a `feedback_id` to make retries safe: a repeated id is never applied twice."""
+        request = agent_pb2.FeedbackRequest(
+            policy=self._name(policy),
+            episode_id=episode_id,
+            reward=float(reward),
+            terminated=terminated,
+            truncated=truncated,
+            next_observation=(
+                []
+                if next_observation is None
+                else np.asarray(next_observation, np.float32).ravel().tolist()
+            ),
+            next_action_mask=[]
+            if next_action_mask is None
+            else [bool(m) for m in next_action_mask],
+            event_id=event_id,
+            feedback_id=feedback_id,
+        )
+        response = self._call(self._stub.Feedback, request)
+        return FeedbackResult(
+            bool(response.applied), int(response.sequence), int(response.policy_version)
+        )
+
     def stream(self, policy: str | None = None) -> ActStream:
         """A long-lived ActStream: `session.act(observation)` per step, answers in order."""
         return ActStream(self._stub, self._name(policy))
@@ -197,6 +236,14 @@ class Client:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+@dataclass(frozen=True)
+class FeedbackResult:
+    applied: bool
+    """False: this feedback_id had been applied before (a retry)."""
+    sequence: int
+    policy_version: int
 
 
 @dataclass(frozen=True)
@@ -243,6 +290,7 @@ def act_result(response: agent_pb2.ActResponse) -> ActResult:
         fallback=bool(response.fallback),
         clamped=bool(response.clamped),
         explanation=response.explanation if response.HasField("explanation") else None,
+        event_id=response.event_id,
     )
 
 

@@ -128,6 +128,36 @@ class Metrics:
             ["policy"],
             registry=self.registry,
         )
+        self.online_updates = Counter(
+            "agentserve_online_updates",
+            "Transitions applied to online-learning policies (acknowledged, write-ahead logged).",
+            ["policy"],
+            registry=self.registry,
+        )
+        self.online_reward = Gauge(
+            "agentserve_online_reward_mean",
+            "Moving average of the rewards an online policy learned from (half-life 100).",
+            ["policy"],
+            registry=self.registry,
+        )
+        self.online_awaiting = Gauge(
+            "agentserve_online_awaiting_transitions",
+            "Learner lag: feedback received whose transition waits for the next observation.",
+            ["policy"],
+            registry=self.registry,
+        )
+        self.online_snapshots = Counter(
+            "agentserve_online_snapshots",
+            "Snapshots of online learner state (each also publishes a policy version).",
+            ["policy"],
+            registry=self.registry,
+        )
+        self.wal_bytes = Counter(
+            "agentserve_wal_bytes",
+            "Bytes written to an online policy's write-ahead log.",
+            ["policy"],
+            registry=self.registry,
+        )
         self.load_failures = Counter(
             "agentserve_policy_load_failures",
             "Policy versions that failed to load (the reason is in the log).",

@@ -50,10 +50,16 @@ class Prepared:
 
 class ServedPolicy:
     def __init__(
-        self, artifact: Artifact, runtime: str | None = None, safety_config: object = None
+        self,
+        artifact: Artifact,
+        runtime: str | None = None,
+        safety_config: object = None,
+        device: str = "cpu",
     ) -> None:
         """`safety_config`: this policy's section of the service's safety config (JSON-like),
-        applied on top of the manifest's own rules."""
+        applied on top of the manifest's own rules. `runtime`: force one (service.runtime
+        RUNTIMES) instead of the manifest's preference; `device`: where the torch runtime runs
+        ("cpu", "cuda", "cuda:N")."""
         manifest = artifact.manifest
         self.manifest: Manifest = manifest
         self.discrete = isinstance(manifest.action_space, DiscreteSpec)
@@ -77,7 +83,7 @@ class ServedPolicy:
             if isinstance(manifest.observation_space, DiscreteSpec)
             else (1, *manifest.observation_space.shape)
         )
-        self.runtime: Runtime = load_runtime(artifact, runtime)
+        self.runtime: Runtime = load_runtime(artifact, runtime, device)
         self.has_q_values = manifest.distribution in VALUE_DISTRIBUTIONS
         self.warm_up()
 

@@ -19,6 +19,7 @@ from agentserve.manifest import MANIFEST_FILE, check_policy_name, load_manifest
 from service.errors import NotFound
 from service.metrics import UNKNOWN_POLICY, Metrics
 from service.policy import ServedPolicy
+from service.runtime import resolve_device
 
 log = logging.getLogger("agentserve.repository")
 
@@ -57,6 +58,7 @@ class PolicyRepository:
         runtime: str | None = None,
         safety: dict[str, Any] | None = None,
         pins_file: Path | None = None,
+        device: str = "cpu",
     ) -> None:
         """`safety`: policy name -> safety section (service.safety_config), applied on top of
         each version's manifest rules. `pins_file`: YAML/JSON {policy: version} serving
@@ -66,6 +68,7 @@ class PolicyRepository:
             raise ConfigError(f"model repository {root} is not a folder")
         self.metrics = metrics
         self.runtime = runtime
+        self.device = resolve_device(device)  # "cuda" without a GPU stops the server at start
         self.safety = dict(safety or {})
         self.pins_file = pins_file
         self.pins: dict[str, int] = {}
@@ -180,7 +183,9 @@ class PolicyRepository:
         if not version_dir.resolve().is_relative_to(self.root):
             raise ManifestError("version folder resolves outside the model repository")
         artifact = load_manifest(version_dir)
-        return ServedPolicy(artifact, self.runtime, self.safety.get(artifact.manifest.name))
+        return ServedPolicy(
+            artifact, self.runtime, self.safety.get(artifact.manifest.name), device=self.device
+        )
 
     def _read_pins(self) -> dict[str, int]:
         assert self.pins_file is not None

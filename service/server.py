@@ -18,10 +18,12 @@ from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import start_http_server
 
-from agentserve.errors import ConfigError
+from agentserve.errors import AgentserveError, ConfigError
 from agentserve.v1 import agent_pb2, agent_pb2_grpc
 from service.batching import BatchingConfig
+from service.errors import ServiceError
 from service.metrics import Metrics
+from service.online.host import OnlinePolicy
 from service.repository import PolicyRepository
 from service.safety_config import load_safety_config
 from service.servicer import AgentServicer
@@ -46,7 +48,9 @@ class ServerConfig:
     grace_seconds: float = 10.0
     """How long in-flight calls may take to finish after SIGTERM."""
     runtime: str | None = None
-    """Force one runtime ("onnx", "table") instead of each manifest's preference."""
+    """Force one runtime ("onnx", "table", "torch") instead of each manifest's preference."""
+    device: str = "cpu"
+    """Where the torch runtime runs: "cpu", "cuda" or "cuda:N" (checked at start)."""
     ready_file: Path | None = None
     """Written (JSON: pid, ports) once the server accepts calls."""
     safety_config: Path | None = None
@@ -57,6 +61,13 @@ class ServerConfig:
     """Seconds between scans of the model repository for new or removed versions (0 = never)."""
     pins_file: Path | None = None
     """YAML/JSON {policy: version}: serving defaults other than the highest (re-read on change)."""
+    online: tuple[str, ...] = ()
+    """Policies that learn online from Feedback / Update (service.online)."""
+    state_dir: Path | None = None
+    """Where online learner state lives (write-ahead log, snapshots); default
+    `<model_repo>/.state` (hidden: the repository scan skips it)."""
+    snapshot_every: int = 1_000
+    """Updates between snapshots of an online learner (each publishes a new policy version)."""
     max_connection_age: float = 300.0
     """Seconds before a client connection is asked to reconnect (so new replicas get traffic)."""
 
@@ -67,7 +78,12 @@ class AgentServer:
         self.metrics = Metrics()
         safety = None if config.safety_config is None else load_safety_config(config.safety_config)
         self.repository = PolicyRepository(
-            config.model_repo, self.metrics, config.runtime, safety, config.pins_file
+            config.model_repo,
+            self.metrics,
+            config.runtime,
+            safety,
+            config.pins_file,
+            device=config.device,
         )
         self._watcher: asyncio.Task[None] | None = None
         self.health = HealthServicer()
@@ -79,6 +95,7 @@ class AgentServer:
 
     async def start(self) -> None:
         failures = self.repository.load()
+        online = self._start_online()
         server = grpc.aio.server(
             options=[
                 ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
@@ -89,6 +106,7 @@ class AgentServer:
             ]
         )
         self.servicer = AgentServicer(self.repository, self.metrics, batching=self.config.batching)
+        self.servicer.online = online
         agent_pb2_grpc.add_AgentServiceServicer_to_server(  # type: ignore[no-untyped-call]
             self.servicer, server
         )
@@ -150,6 +168,33 @@ class AgentServer:
                 ),
             )
 
+    def _start_online(self) -> dict[str, OnlinePolicy]:
+        """Builds (and recovers) the learner of every --online policy; any problem stops the
+        server with a clear message."""
+        if not self.config.online:
+            return {}
+        repo = self.config.model_repo.resolve()
+        state_dir = self.config.state_dir or repo / ".state"
+        if not os.access(repo, os.W_OK):
+            raise ConfigError(
+                f"online learning publishes versions into the model repository, and {repo} is "
+                "not writable (use --model-repo with a writable copy)"
+            )
+        online: dict[str, OnlinePolicy] = {}
+        for name in self.config.online:
+            try:
+                served = self.repository.get(name)
+            except ServiceError:
+                raise ConfigError(f"--online {name}: the repository has no such policy") from None
+            try:
+                online[name] = OnlinePolicy(
+                    served.manifest, state_dir, repo, self.metrics, self.config.snapshot_every
+                )
+            except AgentserveError as error:
+                raise ConfigError(f"--online {name}: {error}") from None
+            log.info("%s learns online (state in %s)", name, state_dir / name)
+        return online
+
     async def _watch(self) -> None:
         """Hot reload: new versions are loaded (off the event loop), validated and warmed, then
         swapped in; health follows whether any policy is served."""
@@ -180,6 +225,8 @@ class AgentServer:
             await self.server.stop(self.config.grace_seconds)
         if self.servicer is not None:
             await self.servicer.batchers.close()
+            for online in self.servicer.online.values():
+                online.close()
         if self._metrics_httpd is not None:
             self._metrics_httpd.shutdown()
             self._metrics_httpd.server_close()

@@ -17,8 +17,9 @@ from agentserve.spaces import BoxSpec, DiscreteSpec, SpaceSpec
 from agentserve.v1 import agent_pb2, agent_pb2_grpc
 from service.batching import Batchers, BatchingConfig
 from service.decision import Decision, Explanation
-from service.errors import ServiceError
+from service.errors import FailedPrecondition, ServiceError
 from service.metrics import Metrics
+from service.online.host import OnlinePolicy
 from service.policy import ServedPolicy
 from service.repository import PolicyRepository
 
@@ -134,6 +135,8 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
         self.metrics = metrics
         self.rng = np.random.default_rng(seed)
         self.batchers = Batchers(batching or BatchingConfig(), self.rng, metrics)
+        self.online: dict[str, OnlinePolicy] = {}
+        """Policies learning online, by name (their Act goes to the learner)."""
 
     async def _act(
         self, request: agent_pb2.ActRequest, context: grpc.aio.ServicerContext
@@ -141,6 +144,9 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
         """One ActRequest (unary or a stream message): validated in this task, decided in its
         policy version's micro-batch (explanations are computed unbatched)."""
         policy = self.repository.get(request.policy, request.version)
+        online = self.online.get(policy.name)
+        if online is not None and request.version in (0, online.version):
+            return self._act_online(online, policy, request)
         if request.explain:
             decision = policy.decide(
                 request.observation, request.action_mask, request.deterministic, self.rng, True
@@ -156,6 +162,112 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
                 decision = await batcher.decide(item, request.deterministic, deadline)
         self.metrics.record_decision(policy.name, decision)
         return response_message(decision, policy.version)
+
+    def _act_online(
+        self, online: OnlinePolicy, policy: ServedPolicy, request: agent_pb2.ActRequest
+    ) -> agent_pb2.ActResponse:
+        """The learner decides (validation and safety rules as for frozen policies)."""
+        item = policy.prepare(request.observation, request.action_mask)
+        if item.ready is not None:  # nothing allowed: the fallback, not recorded
+            return response_message(item.ready, online.version)
+        decision = online.act(
+            item.observation[None], item.allowed, request.deterministic, request.episode_id
+        )
+        action: dict[str, Any] = (
+            {"discrete_action": decision.action}
+            if isinstance(decision.action, int)
+            else {"continuous_action": agent_pb2.ContinuousAction(values=decision.action.tolist())}
+        )
+        return agent_pb2.ActResponse(
+            **action,
+            policy_version=decision.version,
+            propensity=decision.propensity,
+            event_id=decision.event_id,
+        )
+
+    def _online(self, name: str) -> OnlinePolicy:
+        online = self.online.get(name)
+        if online is None:
+            self.repository.get(name)  # NOT_FOUND for unknown policies
+            raise FailedPrecondition(
+                f"policy {name!r} is not learning online (serve it with --online {name})"
+            )
+        return online
+
+    def _feedback(self, request: agent_pb2.FeedbackRequest) -> agent_pb2.FeedbackResponse:
+        online = self._online(request.policy)
+        applied, sequence = online.feedback(
+            request.episode_id,
+            request.reward,
+            request.terminated,
+            request.truncated,
+            list(request.next_observation),
+            request.event_id,
+            request.feedback_id,
+            list(request.next_action_mask),
+        )
+        return agent_pb2.FeedbackResponse(
+            applied=applied, sequence=sequence, policy_version=online.version
+        )
+
+    @_rpc("Feedback", "policy")
+    async def Feedback(
+        self, request: agent_pb2.FeedbackRequest, context: grpc.aio.ServicerContext
+    ) -> agent_pb2.FeedbackResponse:
+        return self._feedback(request)
+
+    async def FeedbackStream(
+        self,
+        request_iterator: AsyncIterator[agent_pb2.FeedbackRequest],
+        context: grpc.aio.ServicerContext,
+    ) -> AsyncIterator[agent_pb2.FeedbackResponse]:
+        """One response per request, in order; a failed one carries `error`."""
+        async for request in request_iterator:
+            try:
+                response = self._feedback(request)
+            except ServiceError as error:
+                response = agent_pb2.FeedbackResponse(
+                    error=agent_pb2.ActError(code=error.code.name, message=str(error))
+                )
+            label = self.repository.metric_label(request.policy)
+            code = response.error.code if response.HasField("error") else "OK"
+            self.metrics.requests.labels("FeedbackStream", label, code).inc()
+            yield response
+
+    @_rpc("Update", "")
+    async def Update(
+        self,
+        request_iterator: AsyncIterator[agent_pb2.Transition],
+        context: grpc.aio.ServicerContext,
+    ) -> agent_pb2.UpdateSummary:
+        applied = duplicates = 0
+        version = 0
+        async for transition in request_iterator:
+            online = self._online(transition.policy)
+            action: int | list[float] = (
+                list(transition.continuous_action)
+                if len(transition.continuous_action)
+                else int(transition.discrete_action)
+            )
+            done, _ = online.update(
+                {
+                    "observation": list(transition.observation),
+                    "action": action,
+                    "reward": float(transition.reward),
+                    "next_observation": list(transition.next_observation),
+                    "terminated": transition.terminated,
+                    "truncated": transition.truncated,
+                    "mask": list(transition.action_mask) or None,
+                    "next_mask": list(transition.next_action_mask) or None,
+                    "id": transition.transition_id,
+                }
+            )
+            applied += done
+            duplicates += not done
+            version = online.version
+        return agent_pb2.UpdateSummary(
+            applied=applied, duplicates=duplicates, policy_version=version
+        )
 
     @_rpc("Act", "policy")
     async def Act(

@@ -103,7 +103,9 @@ def train(options: RunOptions) -> RunResult:
     if timesteps < 0:
         raise ConfigError("--timesteps must be >= 0")
     if hasattr(spec.config, "total_timesteps"):
-        spec.config.total_timesteps = max(timesteps, 1)
+        # Schedules (exploration, learning rate) are laid over the run; an untrained export
+        # (--timesteps 0, to be learned online) keeps the preset's budget as their horizon.
+        spec.config.total_timesteps = max(timesteps or spec.timesteps or 1, 1)
     collector = Collector(
         options.env_id,
         spec.n_envs,

@@ -118,7 +118,8 @@ async def serve(host: str, port: int, ready_file: Path | None, servicer: EchoSer
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m agentserve.bench.echo", description=__doc__.split("\n\n")[0]
+        prog="python -m agentserve.bench.echo",
+        description="A bare gRPC echo server of agentserve.v1.AgentService (the baseline).",
     )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0, help="0 = any free port")
@@ -142,8 +143,17 @@ class EchoServer:
         stub = AgentServiceStub(grpc.insecure_channel(echo.target))
     """
 
-    def __init__(self, host: str = "127.0.0.1", start_timeout: float = 60.0) -> None:
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        *,
+        actions: int = 2,
+        observation_size: int = 4,
+        start_timeout: float = 60.0,
+    ) -> None:
         self.host = host
+        self.actions = actions
+        self.observation_size = observation_size
         self.start_timeout = start_timeout
         self._tmp = tempfile.TemporaryDirectory(prefix="agentserve-echo-")
         self.log_path = Path(self._tmp.name) / "echo.log"
@@ -158,7 +168,8 @@ class EchoServer:
     def start(self) -> EchoServer:
         ready = Path(self._tmp.name) / "ready.json"
         command = [sys.executable, "-m", "agentserve.bench.echo", "--host", self.host]
-        command += ["--port", "0", "--ready-file", str(ready)]
+        command += ["--port", "0", "--ready-file", str(ready), "--actions", str(self.actions)]
+        command += ["--observation-size", str(self.observation_size)]
         with self.log_path.open("wb") as log:
             self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + self.start_timeout

@@ -12,6 +12,7 @@ random CartPole-like observations, so the client does the same work whatever ser
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import multiprocessing
 import os
 import time
@@ -23,6 +24,7 @@ from typing import Any
 
 import grpc
 import numpy as np
+import numpy.typing as npt
 
 from agentserve.bench.echo import MAX_MESSAGE_BYTES
 from agentserve.bench.scenarios import ACT, BATCH, STREAM, Scenario
@@ -77,10 +79,13 @@ class _Window:
     """time.perf_counter() bounds of the measured window."""
 
 
-def observations(rng: np.random.Generator, count: int, size: int) -> np.ndarray:
+def observations(rng: np.random.Generator, count: int, size: int) -> npt.NDArray[np.float32]:
     """`count` x `size` float32 observations; CartPole-like ranges when `size` is 4."""
     scale = np.asarray(CARTPOLE_SCALE if size == len(CARTPOLE_SCALE) else (1.0,) * size)
-    return (rng.uniform(-1.0, 1.0, size=(count, size)) * scale).astype(np.float32)
+    rows: npt.NDArray[np.float32] = (rng.uniform(-1.0, 1.0, size=(count, size)) * scale).astype(
+        np.float32
+    )
+    return rows
 
 
 def build_requests(job: Job) -> list[Any]:
@@ -195,18 +200,26 @@ async def run_job(job: Job) -> WorkerResult:
         window = _Window(start + job.warmup, start + job.warmup + job.seconds)
         await asyncio.sleep(max(0.0, start - time.perf_counter()))
         sinks: list[list[float]] = [[] for _ in range(job.callers)]
-        async with asyncio.TaskGroup() as group:
-            cpu = group.create_task(_cpu_during(window))
-            for i, sink in enumerate(sinks):
-                offset = i * len(requests) // job.callers
-                group.create_task(caller(stub, job, requests, offset, window, sink))
+        try:
+            async with asyncio.TaskGroup() as group:
+                cpu = group.create_task(_cpu_during(window))
+                for i, sink in enumerate(sinks):
+                    offset = i * len(requests) // job.callers
+                    group.create_task(caller(stub, job, requests, offset, window, sink))
+        except ExceptionGroup as failed:  # the first caller's failure; the others were cancelled
+            raise _first(failed) from None
     return WorkerResult([x for sink in sinks for x in sink], cpu.result())
+
+
+def _first(group: BaseExceptionGroup[Any]) -> BaseException:
+    error: BaseException = group
+    while isinstance(error, BaseExceptionGroup):
+        error = error.exceptions[0]
+    return error
 
 
 def _describe(error: BaseException, job: Job) -> str:
     where = f"{job.scenario.method} against {job.target}"
-    if isinstance(error, BaseExceptionGroup):
-        error = error.exceptions[0]
     if isinstance(error, grpc.aio.AioRpcError):
         return f"{where}: {error.code().name}: {error.details()}"
     if isinstance(error, AgentserveError):
@@ -262,31 +275,39 @@ class WorkerPool:
                 raise AgentserveError(f"client process {process.name} died")
             if time.monotonic() > deadline:
                 raise AgentserveError(f"client process {process.name} did not answer in time")
-        return conn.recv()
+        try:
+            return conn.recv()
+        except EOFError:
+            raise AgentserveError(f"client process {process.name} died") from None
 
-    def run(self, jobs: Sequence[Job], timeout: float) -> list[WorkerResult]:
-        """Runs the jobs at once (one per process); raises LoadError if any failed."""
+    def submit(self, jobs: Sequence[Job]) -> None:
+        """Hands job i to process i; `collect` waits for their results."""
         if len(jobs) > len(self._workers):
             raise AgentserveError(f"{len(jobs)} jobs for {len(self._workers)} client processes")
         for job, (_, conn) in zip(jobs, self._workers, strict=False):
             conn.send(job)
+
+    def collect(self, count: int, timeout: float) -> list[WorkerResult]:
+        """The results of the first `count` processes' jobs; raises LoadError if any failed."""
         deadline = time.monotonic() + timeout
         results: list[WorkerResult] = [
-            self._receive(process, conn, deadline)
-            for _, (process, conn) in zip(jobs, self._workers, strict=False)
+            self._receive(process, conn, deadline) for process, conn in self._workers[:count]
         ]
         errors = [r.error for r in results if r.error is not None]
         if errors:
             raise LoadError(errors[0])
         return results
 
+    def run(self, jobs: Sequence[Job], timeout: float) -> list[WorkerResult]:
+        """Runs the jobs at once (one per process) and returns their results."""
+        self.submit(jobs)
+        return self.collect(len(jobs), timeout)
+
     def close(self) -> None:
         for process, conn in self._workers:
             if process.is_alive():
-                try:
+                with contextlib.suppress(OSError):
                     conn.send(None)
-                except OSError:
-                    pass
         for process, conn in self._workers:
             process.join(5.0)
             if process.is_alive():

@@ -31,7 +31,7 @@ class ContinuousAction(_message.Message):
     def __init__(self, values: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class ActResponse(_message.Message):
-    __slots__ = ("discrete_action", "continuous_action", "policy_version", "probabilities", "propensity", "values", "fallback", "clamped", "explanation", "error")
+    __slots__ = ("discrete_action", "continuous_action", "policy_version", "probabilities", "propensity", "values", "fallback", "clamped", "explanation", "error", "event_id")
     DISCRETE_ACTION_FIELD_NUMBER: _ClassVar[int]
     CONTINUOUS_ACTION_FIELD_NUMBER: _ClassVar[int]
     POLICY_VERSION_FIELD_NUMBER: _ClassVar[int]
@@ -42,6 +42,7 @@ class ActResponse(_message.Message):
     CLAMPED_FIELD_NUMBER: _ClassVar[int]
     EXPLANATION_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
+    EVENT_ID_FIELD_NUMBER: _ClassVar[int]
     discrete_action: int
     continuous_action: ContinuousAction
     policy_version: int
@@ -52,7 +53,8 @@ class ActResponse(_message.Message):
     clamped: bool
     explanation: Explanation
     error: ActError
-    def __init__(self, discrete_action: _Optional[int] = ..., continuous_action: _Optional[_Union[ContinuousAction, _Mapping]] = ..., policy_version: _Optional[int] = ..., probabilities: _Optional[_Iterable[float]] = ..., propensity: _Optional[float] = ..., values: _Optional[_Iterable[float]] = ..., fallback: _Optional[bool] = ..., clamped: _Optional[bool] = ..., explanation: _Optional[_Union[Explanation, _Mapping]] = ..., error: _Optional[_Union[ActError, _Mapping]] = ...) -> None: ...
+    event_id: str
+    def __init__(self, discrete_action: _Optional[int] = ..., continuous_action: _Optional[_Union[ContinuousAction, _Mapping]] = ..., policy_version: _Optional[int] = ..., probabilities: _Optional[_Iterable[float]] = ..., propensity: _Optional[float] = ..., values: _Optional[_Iterable[float]] = ..., fallback: _Optional[bool] = ..., clamped: _Optional[bool] = ..., explanation: _Optional[_Union[Explanation, _Mapping]] = ..., error: _Optional[_Union[ActError, _Mapping]] = ..., event_id: _Optional[str] = ...) -> None: ...
 
 class ActError(_message.Message):
     __slots__ = ("code", "message")
@@ -193,3 +195,73 @@ class PolicyInfo(_message.Message):
     runtime: str
     observation_space: Space
     def __init__(self, name: _Optional[str] = ..., versions: _Optional[_Iterable[int]] = ..., default_version: _Optional[int] = ..., algorithm: _Optional[str] = ..., observation_shape: _Optional[_Iterable[int]] = ..., action_space: _Optional[_Union[Space, _Mapping]] = ..., env_id: _Optional[str] = ..., runtime: _Optional[str] = ..., observation_space: _Optional[_Union[Space, _Mapping]] = ...) -> None: ...
+
+class FeedbackRequest(_message.Message):
+    __slots__ = ("policy", "episode_id", "reward", "terminated", "truncated", "next_observation", "event_id", "feedback_id", "next_action_mask")
+    POLICY_FIELD_NUMBER: _ClassVar[int]
+    EPISODE_ID_FIELD_NUMBER: _ClassVar[int]
+    REWARD_FIELD_NUMBER: _ClassVar[int]
+    TERMINATED_FIELD_NUMBER: _ClassVar[int]
+    TRUNCATED_FIELD_NUMBER: _ClassVar[int]
+    NEXT_OBSERVATION_FIELD_NUMBER: _ClassVar[int]
+    EVENT_ID_FIELD_NUMBER: _ClassVar[int]
+    FEEDBACK_ID_FIELD_NUMBER: _ClassVar[int]
+    NEXT_ACTION_MASK_FIELD_NUMBER: _ClassVar[int]
+    policy: str
+    episode_id: str
+    reward: float
+    terminated: bool
+    truncated: bool
+    next_observation: _containers.RepeatedScalarFieldContainer[float]
+    event_id: str
+    feedback_id: str
+    next_action_mask: _containers.RepeatedScalarFieldContainer[bool]
+    def __init__(self, policy: _Optional[str] = ..., episode_id: _Optional[str] = ..., reward: _Optional[float] = ..., terminated: _Optional[bool] = ..., truncated: _Optional[bool] = ..., next_observation: _Optional[_Iterable[float]] = ..., event_id: _Optional[str] = ..., feedback_id: _Optional[str] = ..., next_action_mask: _Optional[_Iterable[bool]] = ...) -> None: ...
+
+class FeedbackResponse(_message.Message):
+    __slots__ = ("applied", "sequence", "policy_version", "error")
+    APPLIED_FIELD_NUMBER: _ClassVar[int]
+    SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    POLICY_VERSION_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    applied: bool
+    sequence: int
+    policy_version: int
+    error: ActError
+    def __init__(self, applied: _Optional[bool] = ..., sequence: _Optional[int] = ..., policy_version: _Optional[int] = ..., error: _Optional[_Union[ActError, _Mapping]] = ...) -> None: ...
+
+class Transition(_message.Message):
+    __slots__ = ("policy", "observation", "discrete_action", "continuous_action", "reward", "next_observation", "terminated", "truncated", "action_mask", "next_action_mask", "transition_id")
+    POLICY_FIELD_NUMBER: _ClassVar[int]
+    OBSERVATION_FIELD_NUMBER: _ClassVar[int]
+    DISCRETE_ACTION_FIELD_NUMBER: _ClassVar[int]
+    CONTINUOUS_ACTION_FIELD_NUMBER: _ClassVar[int]
+    REWARD_FIELD_NUMBER: _ClassVar[int]
+    NEXT_OBSERVATION_FIELD_NUMBER: _ClassVar[int]
+    TERMINATED_FIELD_NUMBER: _ClassVar[int]
+    TRUNCATED_FIELD_NUMBER: _ClassVar[int]
+    ACTION_MASK_FIELD_NUMBER: _ClassVar[int]
+    NEXT_ACTION_MASK_FIELD_NUMBER: _ClassVar[int]
+    TRANSITION_ID_FIELD_NUMBER: _ClassVar[int]
+    policy: str
+    observation: _containers.RepeatedScalarFieldContainer[float]
+    discrete_action: int
+    continuous_action: _containers.RepeatedScalarFieldContainer[float]
+    reward: float
+    next_observation: _containers.RepeatedScalarFieldContainer[float]
+    terminated: bool
+    truncated: bool
+    action_mask: _containers.RepeatedScalarFieldContainer[bool]
+    next_action_mask: _containers.RepeatedScalarFieldContainer[bool]
+    transition_id: str
+    def __init__(self, policy: _Optional[str] = ..., observation: _Optional[_Iterable[float]] = ..., discrete_action: _Optional[int] = ..., continuous_action: _Optional[_Iterable[float]] = ..., reward: _Optional[float] = ..., next_observation: _Optional[_Iterable[float]] = ..., terminated: _Optional[bool] = ..., truncated: _Optional[bool] = ..., action_mask: _Optional[_Iterable[bool]] = ..., next_action_mask: _Optional[_Iterable[bool]] = ..., transition_id: _Optional[str] = ...) -> None: ...
+
+class UpdateSummary(_message.Message):
+    __slots__ = ("applied", "duplicates", "policy_version")
+    APPLIED_FIELD_NUMBER: _ClassVar[int]
+    DUPLICATES_FIELD_NUMBER: _ClassVar[int]
+    POLICY_VERSION_FIELD_NUMBER: _ClassVar[int]
+    applied: int
+    duplicates: int
+    policy_version: int
+    def __init__(self, applied: _Optional[int] = ..., duplicates: _Optional[int] = ..., policy_version: _Optional[int] = ...) -> None: ...

@@ -50,6 +50,21 @@ class AgentServiceStub:
                 request_serializer=agentserve_dot_v1_dot_agent__pb2.ActBatchRequest.SerializeToString,
                 response_deserializer=agentserve_dot_v1_dot_agent__pb2.ActBatchResponse.FromString,
                 _registered_method=True)
+        self.Feedback = channel.unary_unary(
+                '/agentserve.v1.AgentService/Feedback',
+                request_serializer=agentserve_dot_v1_dot_agent__pb2.FeedbackRequest.SerializeToString,
+                response_deserializer=agentserve_dot_v1_dot_agent__pb2.FeedbackResponse.FromString,
+                _registered_method=True)
+        self.FeedbackStream = channel.stream_stream(
+                '/agentserve.v1.AgentService/FeedbackStream',
+                request_serializer=agentserve_dot_v1_dot_agent__pb2.FeedbackRequest.SerializeToString,
+                response_deserializer=agentserve_dot_v1_dot_agent__pb2.FeedbackResponse.FromString,
+                _registered_method=True)
+        self.Update = channel.stream_unary(
+                '/agentserve.v1.AgentService/Update',
+                request_serializer=agentserve_dot_v1_dot_agent__pb2.Transition.SerializeToString,
+                response_deserializer=agentserve_dot_v1_dot_agent__pb2.UpdateSummary.FromString,
+                _registered_method=True)
         self.ListPolicies = channel.unary_unary(
                 '/agentserve.v1.AgentService/ListPolicies',
                 request_serializer=agentserve_dot_v1_dot_agent__pb2.ListPoliciesRequest.SerializeToString,
@@ -88,6 +103,28 @@ class AgentServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Feedback(self, request, context):
+        """Online learning: the reward (and what followed) of an episode's last decision. Durable
+        (write-ahead logged) before it is acknowledged; a retried feedback_id is applied once.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def FeedbackStream(self, request_iterator, context):
+        """Feedback at high rates: one response per request, in order; failures carry `error`.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Update(self, request_iterator, context):
+        """Explicit transitions for clients that hold them (logged data, offline batches).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ListPolicies(self, request, context):
         """Every policy the server has loaded.
         """
@@ -119,6 +156,21 @@ def add_AgentServiceServicer_to_server(servicer, server):
                     servicer.ActBatch,
                     request_deserializer=agentserve_dot_v1_dot_agent__pb2.ActBatchRequest.FromString,
                     response_serializer=agentserve_dot_v1_dot_agent__pb2.ActBatchResponse.SerializeToString,
+            ),
+            'Feedback': grpc.unary_unary_rpc_method_handler(
+                    servicer.Feedback,
+                    request_deserializer=agentserve_dot_v1_dot_agent__pb2.FeedbackRequest.FromString,
+                    response_serializer=agentserve_dot_v1_dot_agent__pb2.FeedbackResponse.SerializeToString,
+            ),
+            'FeedbackStream': grpc.stream_stream_rpc_method_handler(
+                    servicer.FeedbackStream,
+                    request_deserializer=agentserve_dot_v1_dot_agent__pb2.FeedbackRequest.FromString,
+                    response_serializer=agentserve_dot_v1_dot_agent__pb2.FeedbackResponse.SerializeToString,
+            ),
+            'Update': grpc.stream_unary_rpc_method_handler(
+                    servicer.Update,
+                    request_deserializer=agentserve_dot_v1_dot_agent__pb2.Transition.FromString,
+                    response_serializer=agentserve_dot_v1_dot_agent__pb2.UpdateSummary.SerializeToString,
             ),
             'ListPolicies': grpc.unary_unary_rpc_method_handler(
                     servicer.ListPolicies,
@@ -213,6 +265,87 @@ class AgentService:
             '/agentserve.v1.AgentService/ActBatch',
             agentserve_dot_v1_dot_agent__pb2.ActBatchRequest.SerializeToString,
             agentserve_dot_v1_dot_agent__pb2.ActBatchResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Feedback(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/agentserve.v1.AgentService/Feedback',
+            agentserve_dot_v1_dot_agent__pb2.FeedbackRequest.SerializeToString,
+            agentserve_dot_v1_dot_agent__pb2.FeedbackResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def FeedbackStream(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/agentserve.v1.AgentService/FeedbackStream',
+            agentserve_dot_v1_dot_agent__pb2.FeedbackRequest.SerializeToString,
+            agentserve_dot_v1_dot_agent__pb2.FeedbackResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Update(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/agentserve.v1.AgentService/Update',
+            agentserve_dot_v1_dot_agent__pb2.Transition.SerializeToString,
+            agentserve_dot_v1_dot_agent__pb2.UpdateSummary.FromString,
             options,
             channel_credentials,
             insecure,

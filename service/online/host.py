@@ -1,0 +1,485 @@
+"""One policy learning online: the learner (the same class and code the offline trainer runs),
+the episodes it is waiting on, and its durability.
+
+- `act`: the learner itself chooses (exploration included). With an episode id the decision is
+  recorded (observation, mask, action, propensity) and written to the write-ahead log.
+- `feedback`: joined with the episode's last decision into a transition (s, a, r, s', done) and
+  handed to `learner.observe`. Without a next observation (episode going on) the transition is
+  completed by the episode's next decision. The record is in the log and fsync'd before the
+  acknowledgement; a `feedback_id` seen before is acknowledged again, never applied twice.
+- `update`: explicit transitions, logged and applied the same way.
+- Every `snapshot_every` updates: a snapshot of the whole learner state (safetensors + JSON
+  metadata: episodes, recent ids, log position; temp file, fsync, rename, directory fsync), the
+  log rotates, and the learner's policy is published as a new artifact version that hot reload
+  picks up. Recovery = the newest snapshot + the log records after it (a torn last record is cut).
+
+Replay is exact because every record carries what it changes: a decision record holds the chosen
+action (nothing is re-drawn), a feedback record the reward and next observation.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from torch import nn
+
+from agentserve.errors import ManifestError
+from agentserve.manifest import Manifest
+from agentserve.spaces import DiscreteSpec, SpaceSpec
+from service.errors import FailedPrecondition, InvalidArgument, NotFound
+from service.metrics import Metrics
+from service.online.wal import WriteAheadLog, fsync_directory
+from trainer.core.checkpoint import load_checkpoint, save_checkpoint
+from trainer.export import export_artifact
+from trainer.learner import Learner, LearnerState, TransitionBatch
+from trainer.rebuild import learner_from_manifest
+
+log = logging.getLogger("agentserve.online")
+
+MAX_EPISODES = 100_000
+"""Open episodes remembered (the oldest is forgotten first)."""
+MAX_IDS = 1_000_000
+"""Feedback / transition ids remembered for idempotent retries (the oldest forgotten first)."""
+REWARD_HALF_LIFE = 100
+
+
+@dataclass
+class Awaiting:
+    """An episode's last decision, and (once its feedback came without a next observation) the
+    reward waiting for the next decision to supply s'."""
+
+    event_id: str
+    observation: list[float]
+    mask: list[bool] | None
+    action: int | list[float]
+    propensity: float
+    reward: float | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass(frozen=True)
+class FrozenPolicy:
+    """What export_artifact reads of a learner, captured at one moment (the live learner goes
+    on learning while the export runs)."""
+
+    module: nn.Module
+    algorithm: str
+    observation_space: SpaceSpec
+    action_space: SpaceSpec
+    distribution: str
+    serving_epsilon: float
+    runtimes: tuple[str, ...]
+
+    @classmethod
+    def of(cls, learner: Learner) -> FrozenPolicy:
+        return cls(
+            learner.policy_module(),
+            learner.algorithm,
+            learner.observation_space,
+            learner.action_space,
+            learner.distribution,
+            learner.serving_epsilon,
+            tuple(learner.runtimes),
+        )
+
+    def policy_module(self) -> nn.Module:
+        return self.module
+
+
+@dataclass(frozen=True)
+class OnlineDecision:
+    action: int | np.ndarray
+    propensity: float
+    event_id: str
+    version: int
+
+
+class OnlinePolicy:
+    def __init__(
+        self,
+        manifest: Manifest,
+        state_dir: Path,
+        model_repo: Path,
+        metrics: Metrics,
+        snapshot_every: int = 1_000,
+    ) -> None:
+        self.manifest = manifest
+        self.name = manifest.name
+        self.state_dir = state_dir / manifest.name
+        self.model_repo = model_repo
+        self.metrics = metrics
+        self.snapshot_every = snapshot_every
+        self.learner = learner_from_manifest(manifest)
+        self.discrete = isinstance(manifest.action_space, DiscreteSpec)
+        self.observation_size = manifest.observation_space.flat_size
+        self.version = manifest.version
+        self.episodes: OrderedDict[str, Awaiting] = OrderedDict()
+        self.seen: OrderedDict[str, int] = OrderedDict()
+        self.updates_since_snapshot = 0
+        self.reward_mean = 0.0
+        self._publisher: threading.Thread | None = None
+        self.wal = WriteAheadLog(self.state_dir / "wal")
+        recovered = self._recover()
+        trained = int(manifest.training.get("timesteps", 0) or 0)
+        if not recovered and trained > 0:
+            raise ManifestError(
+                f"{manifest.name}/{manifest.version} was trained offline ({trained} steps) and "
+                f"has no online state in {self.state_dir}: online learning starts from an "
+                "untrained export (agentserve train ... --timesteps 0) or from its own state"
+            )
+
+    # --- Serving --------------------------------------------------------------------------------
+
+    def act(
+        self,
+        observation: np.ndarray,
+        mask: np.ndarray | None,
+        deterministic: bool,
+        episode_id: str,
+    ) -> OnlineDecision:
+        """`observation` validated, shaped [1, ...]; `mask` [A] (request AND rules) or None."""
+        batch = self.learner.act(observation, None if mask is None else mask[None], deterministic)
+        action: int | np.ndarray = (
+            int(batch.actions[0]) if self.discrete else np.asarray(batch.actions[0], np.float32)
+        )
+        propensity = float(batch.propensities[0])
+        event_id = ""
+        if episode_id:
+            record = {
+                "type": "decision",
+                "episode": episode_id,
+                "observation": observation.reshape(-1).tolist(),
+                "mask": None if mask is None else mask.tolist(),
+                "action": action if isinstance(action, int) else action.tolist(),
+                "propensity": propensity,
+            }
+            sequence = self._append(record)
+            event_id = str(sequence)
+            record["event_id"] = event_id
+            self._apply(record)
+        return OnlineDecision(action, propensity, event_id, self.version)
+
+    def feedback(
+        self,
+        episode_id: str,
+        reward: float,
+        terminated: bool,
+        truncated: bool,
+        next_observation: list[float],
+        event_id: str,
+        feedback_id: str,
+        next_mask: list[bool],
+    ) -> tuple[bool, int]:
+        """(applied, log sequence); durable before it returns."""
+        if feedback_id and feedback_id in self.seen:
+            return False, self.seen[feedback_id]
+        episode = self.episodes.get(episode_id)
+        if episode is None or episode.reward is not None:
+            raise NotFound(
+                f"policy {self.name!r} has no decision of episode {episode_id!r} awaiting "
+                "feedback (Act with this episode_id first)"
+            )
+        if event_id and event_id != episode.event_id:
+            raise FailedPrecondition(
+                f"event {event_id!r} is not episode {episode_id!r}'s last decision "
+                f"({episode.event_id!r})"
+            )
+        self._check_observation(next_observation, "next_observation", required=False)
+        if truncated and not terminated and not next_observation:
+            raise InvalidArgument(
+                "a truncated episode needs its next_observation (learning bootstraps from it)"
+            )
+        self._check_mask(next_mask)
+        record = {
+            "type": "feedback",
+            "episode": episode_id,
+            "reward": float(reward),
+            "terminated": terminated,
+            "truncated": truncated,
+            "next_observation": list(next_observation),
+            "next_mask": list(next_mask) or None,
+            "id": feedback_id,
+        }
+        sequence = self._log_durably(record)
+        return True, sequence
+
+    def update(self, transition: dict[str, Any]) -> tuple[bool, int]:
+        """An explicit transition (fields as in the Transition message)."""
+        identifier = str(transition.get("id", ""))
+        if identifier and identifier in self.seen:
+            return False, self.seen[identifier]
+        self._check_observation(transition["observation"], "observation", required=True)
+        self._check_observation(transition["next_observation"], "next_observation", required=True)
+        record = {"type": "transition", **transition}
+        return True, self._log_durably(record)
+
+    def close(self) -> None:
+        self.wal.close()
+        if self._publisher is not None:
+            self._publisher.join(timeout=60)
+
+    # --- Applying records (live and in replay) --------------------------------------------------
+
+    def _append(self, record: dict[str, Any]) -> int:
+        before = self.wal.bytes_written
+        sequence = self.wal.append(json.dumps(record).encode())
+        self.metrics.wal_bytes.labels(self.name).inc(self.wal.bytes_written - before)
+        return sequence
+
+    def _log_durably(self, record: dict[str, Any]) -> int:
+        sequence = self._append(record)
+        self.wal.sync()
+        self._apply(record, sequence)
+        self.updates_since_snapshot += 1
+        if self.updates_since_snapshot >= self.snapshot_every:
+            self.snapshot()
+        return sequence
+
+    def _apply(self, record: dict[str, Any], sequence: int = 0) -> None:
+        kind = record["type"]
+        if kind == "decision":
+            episode = self.episodes.pop(record["episode"], None)
+            if episode is not None and episode.reward is not None:  # s' arrives with this one
+                self._observe(
+                    episode,
+                    episode.reward,
+                    record["observation"],
+                    record["mask"],
+                    record["action"],
+                    False,
+                    False,
+                )
+            self.episodes[record["episode"]] = Awaiting(
+                record.get("event_id", str(sequence)),
+                record["observation"],
+                record["mask"],
+                record["action"],
+                record["propensity"],
+            )
+            while len(self.episodes) > MAX_EPISODES:
+                self.episodes.popitem(last=False)
+            return
+        if kind == "feedback":
+            episode = self.episodes[record["episode"]]
+            done = record["terminated"] or record["truncated"]
+            if record["next_observation"] or done:
+                self._observe(
+                    episode,
+                    record["reward"],
+                    record["next_observation"] or episode.observation,
+                    record["next_mask"],
+                    None,
+                    record["terminated"],
+                    record["truncated"],
+                )
+                if done:
+                    del self.episodes[record["episode"]]
+                else:
+                    episode.reward = None
+                    self.episodes.pop(record["episode"])
+            else:
+                episode.reward = record["reward"]
+        elif kind == "transition":
+            self._observe_batch(
+                record["observation"],
+                record["action"],
+                record["reward"],
+                record["next_observation"],
+                record.get("mask"),
+                record.get("next_mask"),
+                None,
+                bool(record["terminated"]),
+                bool(record["truncated"]),
+            )
+        identifier = record.get("id") or ""
+        if identifier:
+            self.seen[identifier] = sequence
+            while len(self.seen) > MAX_IDS:
+                self.seen.popitem(last=False)
+
+    def _observe(
+        self,
+        episode: Awaiting,
+        reward: float,
+        next_observation: list[float],
+        next_mask: list[bool] | None,
+        next_action: int | list[float] | None,
+        terminated: bool,
+        truncated: bool,
+    ) -> None:
+        self._observe_batch(
+            episode.observation,
+            episode.action,
+            reward,
+            next_observation,
+            episode.mask,
+            next_mask,
+            next_action,
+            terminated,
+            truncated,
+        )
+
+    def _observe_batch(
+        self,
+        observation: list[float],
+        action: int | list[float],
+        reward: float,
+        next_observation: list[float],
+        mask: list[bool] | None,
+        next_mask: list[bool] | None,
+        next_action: int | list[float] | None,
+        terminated: bool,
+        truncated: bool,
+    ) -> None:
+        shape = (1, -1)
+        batch = TransitionBatch(
+            observations=np.asarray(observation, np.float32).reshape(shape),
+            actions=(
+                np.asarray([action], np.int64)
+                if self.discrete
+                else np.asarray(action, np.float32).reshape(shape)
+            ),
+            rewards=np.asarray([reward], np.float32),
+            next_observations=np.asarray(next_observation, np.float32).reshape(shape),
+            terminated=np.asarray([terminated]),
+            truncated=np.asarray([truncated]),
+            action_masks=None if mask is None else np.asarray([mask], np.bool_),
+            next_action_masks=None if next_mask is None else np.asarray([next_mask], np.bool_),
+            next_actions=(
+                np.asarray([-1 if next_action is None or terminated else next_action], np.int64)
+                if self.discrete
+                else None
+            ),
+        )
+        self.learner.observe(batch)
+        weight = 1.0 - 0.5 ** (1.0 / REWARD_HALF_LIFE)
+        self.reward_mean += weight * (float(reward) - self.reward_mean)
+        self.metrics.online_updates.labels(self.name).inc()
+        self.metrics.online_reward.labels(self.name).set(self.reward_mean)
+        self.metrics.online_awaiting.labels(self.name).set(
+            sum(1 for e in self.episodes.values() if e.reward is not None)
+        )
+
+    # --- Snapshots, publishing, recovery --------------------------------------------------------
+
+    def snapshot(self) -> None:
+        """Durable learner state at the current log position; then the log rotates, and the
+        policy as it is now is published as a new version in the background."""
+        self._start_publish()
+        state = self.learner.state_dict()
+        meta = {
+            **state.meta,
+            "online": {
+                "wal_sequence": self.wal.last_sequence,
+                "episodes": {k: v.to_json() for k, v in self.episodes.items()},
+                "seen": list(self.seen.items()),
+                "version": self.version,
+                "reward_mean": self.reward_mean,
+            },
+        }
+        path = self.state_dir / f"snapshot-{self.wal.last_sequence:020d}.safetensors"
+        save_checkpoint(LearnerState(state.tensors, meta), path)
+        fsync_directory(self.state_dir)
+        for old in sorted(self.state_dir.glob("snapshot-*.safetensors"))[:-2]:
+            old.unlink()
+        self.wal.rotate(self.wal.last_sequence)
+        self.updates_since_snapshot = 0
+        self.metrics.online_snapshots.labels(self.name).inc()
+
+    def _start_publish(self) -> None:
+        """Exports the current policy as the next version of the policy in a worker thread (an
+        ONNX export takes seconds; Act and Feedback go on meanwhile). One at a time: while one
+        runs, later snapshots publish nothing."""
+        if self._publisher is not None and self._publisher.is_alive():
+            return
+        frozen = FrozenPolicy.of(self.learner)
+        training = {
+            **self.manifest.training,
+            "online": {"updates": self.learner.num_steps, "wal_sequence": self.wal.last_sequence},
+        }
+
+        def publish() -> None:
+            try:
+                path = export_artifact(
+                    frozen,  # type: ignore[arg-type]
+                    self.model_repo,
+                    self.name,
+                    self.manifest.env_id,
+                    training,
+                    safety=self.manifest.safety.to_json() or None,
+                )
+            except Exception:
+                log.exception("publishing %s failed; learning goes on", self.name)
+                return
+            self.version = int(path.name)
+            log.info(
+                "published %s/%s after %d updates",
+                self.name,
+                path.name,
+                training["online"]["updates"],
+            )
+
+        self._publisher = threading.Thread(target=publish, name=f"publish-{self.name}")
+        self._publisher.start()
+
+    def _recover(self) -> bool:
+        """Latest snapshot + the log after it. Returns whether there was any state."""
+        snapshots = sorted(self.state_dir.glob("snapshot-*.safetensors"))
+        after = 0
+        if snapshots:
+            state = load_checkpoint(snapshots[-1])
+            online = state.meta.pop("online")
+            self.learner.load_state_dict(state)
+            after = int(online["wal_sequence"])
+            self.episodes = OrderedDict((k, Awaiting(**v)) for k, v in online["episodes"].items())
+            self.seen = OrderedDict((k, int(v)) for k, v in online["seen"])
+            self.version = max(self.version, int(online["version"]))
+            self.reward_mean = float(online["reward_mean"])
+        replayed = 0
+        for sequence, payload in self.wal.replay(after):
+            record = json.loads(payload)
+            if record["type"] == "decision":
+                record["event_id"] = str(sequence)
+            self._apply(record, sequence)
+            replayed += 1
+        if snapshots or replayed:
+            log.info(
+                "%s: recovered from %s + %d log records",
+                self.name,
+                snapshots[-1].name if snapshots else "no snapshot",
+                replayed,
+            )
+        return bool(snapshots) or replayed > 0
+
+    # --- Validation -------------------------------------------------------------------------
+
+    def _check_observation(self, values: list[float], field: str, required: bool) -> None:
+        if not values:
+            if required:
+                raise InvalidArgument(f"{field} is required")
+            return
+        if len(values) != self.observation_size:
+            raise InvalidArgument(
+                f"{field} has {len(values)} values; policy {self.name!r} expects "
+                f"{self.observation_size}"
+            )
+        if not np.isfinite(np.asarray(values, np.float64)).all():
+            raise InvalidArgument(f"{field} has NaN or Inf")
+
+    def _check_mask(self, mask: list[bool]) -> None:
+        if mask and (not self.discrete or len(mask) != self.manifest.action_space.n):  # type: ignore[union-attr]
+            raise InvalidArgument("next_action_mask needs one flag per discrete action")
+
+
+def writable(path: Path) -> bool:
+    return os.access(path, os.W_OK)

@@ -1,0 +1,116 @@
+"""A write-ahead log: numbered records, each made durable before it is acknowledged.
+
+Record layout: little-endian u32 payload length, u32 CRC-32 of (sequence + payload), u64
+sequence number, then the payload. Segments are files `wal-<first sequence>.log`; after a
+snapshot the log rotates to a new segment and segments wholly covered by the snapshot are
+deleted. Replay yields records in order and stops at the first torn or corrupt record (a crash
+in the middle of a write), which it cuts off so appends continue from a clean end.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import zlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from agentserve.errors import ConfigError
+
+HEADER = struct.Struct("<IIQ")
+MAX_RECORD = 16 * 1024 * 1024
+
+
+def _crc(sequence: int, payload: bytes) -> int:
+    return zlib.crc32(payload, zlib.crc32(struct.pack("<Q", sequence)))
+
+
+def fsync_directory(path: Path) -> None:
+    """Makes a rename or a new file in `path` durable."""
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+class WriteAheadLog:
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        directory.mkdir(parents=True, exist_ok=True)
+        self.last_sequence = 0
+        self.bytes_written = 0
+        self._file: Any = None
+
+    def segments(self) -> list[Path]:
+        return sorted(self.directory.glob("wal-*.log"))
+
+    def replay(self, after: int) -> Iterator[tuple[int, bytes]]:
+        """(sequence, payload) of every intact record with sequence > `after`, in order; a torn
+        tail is truncated away. Call once, before appending."""
+        for segment in self.segments():
+            with segment.open("r+b") as handle:
+                while True:
+                    start = handle.tell()
+                    header = handle.read(HEADER.size)
+                    if not header:
+                        break
+                    intact = len(header) == HEADER.size
+                    if intact:
+                        length, checksum, sequence = HEADER.unpack(header)
+                        payload = handle.read(length) if length <= MAX_RECORD else b""
+                        intact = len(payload) == length and _crc(sequence, payload) == checksum
+                        intact = intact and sequence > self.last_sequence
+                    if not intact:
+                        handle.truncate(start)  # a torn last record: keep what came before
+                        os.fsync(handle.fileno())
+                        break
+                    self.last_sequence = sequence
+                    if sequence > after:
+                        yield sequence, payload
+        self.last_sequence = max(self.last_sequence, after)
+
+    def append(self, payload: bytes) -> int:
+        """Writes one record (not yet durable: call `sync` before acknowledging it)."""
+        if len(payload) > MAX_RECORD:
+            raise ConfigError(f"a write-ahead log record of {len(payload)} bytes is too large")
+        if self._file is None:
+            self._open_segment(self.last_sequence + 1)
+        sequence = self.last_sequence + 1
+        self._file.write(HEADER.pack(len(payload), _crc(sequence, payload), sequence) + payload)
+        self.last_sequence = sequence
+        self.bytes_written += HEADER.size + len(payload)
+        return sequence
+
+    def sync(self) -> None:
+        """Everything appended so far is on disk when this returns (group commit: one fsync
+        covers every record written before it)."""
+        if self._file is not None:
+            self._file.flush()
+            os.fsync(self._file.fileno())
+
+    def rotate(self, covered: int) -> None:
+        """After a snapshot covering every record so far (`covered` = the last sequence):
+        delete the segments; the next record starts a new one. A crash before the deletion only
+        leaves records that replay skips (they are not newer than the snapshot)."""
+        if covered != self.last_sequence:
+            raise ValueError("rotate only after a snapshot of everything logged")
+        self.sync()
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+        for segment in self.segments():
+            segment.unlink()
+        fsync_directory(self.directory)
+
+    def _open_segment(self, first: int) -> None:
+        path = self.directory / f"wal-{first:020d}.log"
+        self._file = path.open("ab")
+        fsync_directory(self.directory)
+
+    def close(self) -> None:
+        if self._file is not None:
+            self.sync()
+            self._file.close()
+            self._file = None
