@@ -1,9 +1,9 @@
-# agentserve developer entry points. Every target installs into .venv first (scripts/install.sh).
+# agentserve developer entry points. Every target installs into .venv first (deploy/install.sh).
 VENV ?= .venv
 PY := $(VENV)/bin/python
-INSTALL := scripts/install.sh $(VENV) dev
+INSTALL := deploy/install.sh $(VENV) dev
 
-.PHONY: install run test check lint typecheck proto proto-check learning bench-learning bench-cliff bench-bandits bench-masking bench-sb3 bench-report bundle clean
+.PHONY: install run test check lint typecheck proto proto-check learning bench-learning bench-cliff bench-bandits bench-masking bench-sb3 bench-report bench-serving bundle image image-cuda clean
 
 install:
 	@$(INSTALL)
@@ -65,9 +65,20 @@ bench-sb3: install
 bench-report: install
 	$(VENV)/bin/agentserve benchmark report
 
+## Our server against a bare gRPC echo server (about 4 minutes); docs/serving-benchmark.md.
+bench-serving: install
+	$(VENV)/bin/agentserve bench $(ARGS)
+
 ## Retrain the bundled default model repository (service/default_models).
 bundle: install
 	$(PY) scripts/build_default_models.py
+
+## The serving image (Dockerfile; needs a Docker engine): CPU, and the CUDA variant.
+image:
+	docker build -t agentserve:cpu .
+
+image-cuda:
+	docker build --build-arg VARIANT=cuda -t agentserve:cuda .
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache runs

@@ -79,7 +79,10 @@ class PolicyBatcher:
         self._worker = asyncio.get_running_loop().create_task(self._run())
 
     async def decide(
-        self, item: Prepared, deterministic: bool, deadline: float | None = None
+        self,
+        item: Prepared,
+        deterministic: bool,
+        deadline: float | None = None,
     ) -> Decision:
         if len(self._queue) >= self.config.max_queue:
             raise ResourceExhausted(

@@ -3,7 +3,6 @@ requests counted and timed in one place, `_rpc`."""
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import logging
 import time
@@ -117,10 +116,6 @@ def response_message(decision: Decision, version: int) -> agent_pb2.ActResponse:
             None if decision.explanation is None else explanation_message(decision.explanation)
         ),
     )
-
-
-STREAM_WINDOW = 64
-"""Requests of one stream in flight at once (a stream that pipelines more waits)."""
 
 
 class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
@@ -280,26 +275,11 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
         request_iterator: AsyncIterator[agent_pb2.ActRequest],
         context: grpc.aio.ServicerContext,
     ) -> AsyncIterator[agent_pb2.ActResponse]:
-        """Responses in request order; each message is decided (and batched) on its own, and a
-        failed message gets a response carrying its `error` while the stream goes on."""
-        in_flight: asyncio.Queue[asyncio.Task[agent_pb2.ActResponse] | None] = asyncio.Queue(
-            STREAM_WINDOW
-        )
-
-        async def read() -> None:
-            try:
-                async for request in request_iterator:
-                    await in_flight.put(asyncio.ensure_future(self._stream_one(request, context)))
-            finally:
-                await in_flight.put(None)
-
-        reader = asyncio.ensure_future(read())
-        try:
-            while (task := await in_flight.get()) is not None:
-                yield await task
-            await reader  # re-raises a failed read (e.g. a cancelled call)
-        finally:
-            reader.cancel()
+        """Responses in request order, one message at a time (a simulator waits for each answer;
+        batching happens across streams, in the policy's micro-batcher). A failed message gets a
+        response carrying its `error`, and the stream goes on."""
+        async for request in request_iterator:
+            yield await self._stream_one(request, context)
 
     async def _stream_one(
         self, request: agent_pb2.ActRequest, context: grpc.aio.ServicerContext

@@ -30,7 +30,7 @@ def test_client_and_simulator_import_without_torch() -> None:
 def test_torch_is_pinned_in_the_one_constraints_file() -> None:
     lines = (ROOT / "constraints.txt").read_text().splitlines()
     assert "torch==2.13.0" in lines
-    install = (ROOT / "scripts" / "install.sh").read_text()
+    install = (ROOT / "deploy" / "install.sh").read_text()
     assert "constraints.txt" in install
 
 
