@@ -16,12 +16,13 @@ run: install
 test: install proto-check check
 	$(PY) -m pytest -q
 
-## Lint, format check and type check.
+## Lint (ruff; bandit: high-severity security findings), format check and type check.
 check: lint typecheck
 
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/bandit -q -r agentserve service trainer -lll
 
 typecheck: install
 	$(VENV)/bin/mypy

@@ -110,10 +110,35 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_evaluate_log(args: argparse.Namespace) -> int:
+    """Off-policy evaluation of a discrete policy from decision logs (agentserve.ope)."""
+    from agentserve.manifest import load_manifest
+    from agentserve.ope import evaluate, format_report, read_decision_log, target_probabilities
+    from service.policy import ServedPolicy
+
+    if not 0.0 <= args.gamma <= 1.0:
+        raise ConfigError(f"--gamma must lie in [0, 1], got {args.gamma}")
+    records = read_decision_log(args.log)
+    artifact = argparse.Namespace(path=args.policy, policy=None, model_repo=None, version=0)
+    policy = ServedPolicy(load_manifest(_find_artifact(artifact)))
+    report = evaluate(records, target_probabilities(policy, records), args.gamma)
+    logged = sorted({f"{r.policy}/{r.version}" for r in records})
+    print(
+        f"target {policy.name}/{policy.version}, {report.decisions} logged decisions in "
+        f"{report.episodes} episodes (logged by {', '.join(logged[:3])}"
+        f"{', ...' if len(logged) > 3 else ''})"
+        + (f", gamma {args.gamma:g}" if report.multi_step else "")
+    )
+    print(format_report(report))
+    return 0
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from service.batching import BatchingConfig
     from service.server import ServerConfig, default_model_repo, run
 
+    if args.decision_log is not None and not args.online:
+        raise ConfigError("--decision-log records online decisions: name a policy with --online")
     if args.device != "cpu" and args.runtime is not None and args.runtime != "torch":
         raise ConfigError(
             f"--device {args.device} is where the torch runtime runs; --runtime {args.runtime} "
@@ -143,6 +168,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
             online=tuple(args.online),
             state_dir=args.state_dir,
             snapshot_every=args.snapshot_every,
+            decision_log=args.decision_log,
+            admin_port=args.admin_port,
+            admin_host=args.admin_host,
+            admin_token_file=args.admin_token_file,
+            feedback_token_file=args.feedback_token_file,
+            tls_cert=args.tls_cert,
+            tls_key=args.tls_key,
+            tls_client_ca=args.tls_client_ca,
         )
     )
 
@@ -188,8 +221,16 @@ def cmd_health(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 1
+    from agentserve.channel import open_channel
+
     request = health_pb2.HealthCheckRequest(service=args.service)
-    with grpc.insecure_channel(args.target) as channel:
+    tls = {"tls_ca": args.tls_ca, "tls_cert": args.tls_cert, "tls_key": args.tls_key}
+    try:
+        opened = open_channel(args.target, **tls)
+    except ConfigError as error:  # exit 1, not 2 (see above)
+        print(f"agentserve health: {error}", file=sys.stderr)
+        return 1
+    with opened as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         try:
             response = stub.Check(request, timeout=args.timeout)
@@ -416,6 +457,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--runtime", choices=["onnx", "table", "torch"], help="force a runtime")
     p.set_defaults(func=cmd_evaluate)
 
+    p = sub.add_parser(
+        "evaluate-log",
+        help="estimate a policy's value from decision logs (off-policy evaluation: IPS, SNIPS)",
+    )
+    p.add_argument(
+        "--log",
+        type=Path,
+        nargs="+",
+        required=True,
+        metavar="PATH",
+        help="decision-log files, or directories of decisions-<n>.jsonl files",
+    )
+    p.add_argument(
+        "--policy",
+        type=Path,
+        required=True,
+        metavar="ARTIFACT_DIR",
+        help="the target policy: a version folder <repo>/<name>/<version>, or <repo>/<name>",
+    )
+    p.add_argument(
+        "--gamma", type=float, default=1.0, help="discount of multi-step episodes' returns (1.0)"
+    )
+    p.set_defaults(func=cmd_evaluate_log)
+
     p = sub.add_parser("serve", help="serve a model repository over gRPC")
     p.add_argument("--model-repo", type=Path, help="default: the bundled repository")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0 for all)")
@@ -484,6 +549,44 @@ def build_parser() -> argparse.ArgumentParser:
         default=1000,
         help="online updates between snapshots (each publishes a new version)",
     )
+    p.add_argument(
+        "--decision-log",
+        type=Path,
+        metavar="DIR",
+        help="append each online decision that a feedback completes to "
+        "DIR/<policy>/decisions-<n>.jsonl (for analysis and `agentserve evaluate-log`)",
+    )
+    p.add_argument(
+        "--admin-port",
+        type=_non_negative,
+        help="serve the admin service (load/unload/pin/checkpoint) on this port of its own "
+        "(0 = any free); default: no admin service. Needs --admin-token-file",
+    )
+    p.add_argument(
+        "--admin-host",
+        default="127.0.0.1",
+        help="address the admin port listens on (default 127.0.0.1: loopback only)",
+    )
+    p.add_argument(
+        "--admin-token-file",
+        type=Path,
+        metavar="FILE",
+        help="bearer token every admin call must send (authorization: Bearer <token>)",
+    )
+    p.add_argument(
+        "--feedback-token-file",
+        type=Path,
+        metavar="FILE",
+        help="bearer token that Feedback, FeedbackStream and Update must send (Act stays open)",
+    )
+    p.add_argument("--tls-cert", type=Path, metavar="PEM", help="TLS certificate (chain) file")
+    p.add_argument("--tls-key", type=Path, metavar="PEM", help="TLS private key file")
+    p.add_argument(
+        "--tls-client-ca",
+        type=Path,
+        metavar="PEM",
+        help="require client certificates signed by this CA (mutual TLS)",
+    )
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("simulate", help="step a local env with actions served remotely")
@@ -508,6 +611,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--timeout", type=_positive_seconds, default=5.0, help="seconds to wait for an answer (5)"
     )
+    p.add_argument("--tls-ca", type=Path, metavar="PEM", help="TLS: the server certificate's CA")
+    p.add_argument(
+        "--tls-cert", type=Path, metavar="PEM", help="mutual TLS: the client certificate"
+    )
+    p.add_argument("--tls-key", type=Path, metavar="PEM", help="mutual TLS: the client key")
     p.set_defaults(func=cmd_health)
 
     p = sub.add_parser("demo", help="serve the bundled policies and drive them with the simulator")

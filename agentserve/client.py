@@ -5,6 +5,7 @@ Torch-free: grpcio, protobuf and numpy only. Results come back as numpy-friendly
 
 from __future__ import annotations
 
+import os
 import queue
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -99,10 +100,24 @@ class Client:
         *,
         timeout: float = 10.0,
         channel: grpc.Channel | None = None,
+        tls_ca: str | os.PathLike[str] | bytes | None = None,
+        tls_cert: str | os.PathLike[str] | bytes | None = None,
+        tls_key: str | os.PathLike[str] | bytes | None = None,
+        token: str | None = None,
     ) -> None:
+        """TLS when any `tls_*` is given (a PEM file's path, or its bytes): `tls_ca` is the CA of
+        the server's certificate (default: the system's roots); `tls_cert` and `tls_key` the
+        client's certificate for mutual TLS. `token`: sent as `authorization: Bearer <token>` on
+        every call (servers started with --feedback-token-file require it for feedback)."""
+        from agentserve.channel import open_channel
+
         self.policy = policy
         self.timeout = timeout
-        self._channel = channel or grpc.insecure_channel(target)
+        if channel is not None and (tls_ca, tls_cert, tls_key, token) != (None, None, None, None):
+            raise AgentserveError("give either channel or tls_*/token arguments, not both")
+        self._channel = channel or open_channel(
+            target, tls_ca=tls_ca, tls_cert=tls_cert, tls_key=tls_key, token=token
+        )
         self._stub = agent_pb2_grpc.AgentServiceStub(self._channel)  # type: ignore[no-untyped-call]
 
     def wait_ready(self, timeout: float = 30.0) -> None:

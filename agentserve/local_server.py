@@ -36,6 +36,8 @@ class LocalServer:
         self.process: subprocess.Popen[bytes] | None = None
         self.port = 0
         self.metrics_port = 0
+        self.admin_port = 0
+        """The admin service's port (when started with --admin-port), else 0."""
         self.pid = 0
 
     @property
@@ -67,6 +69,7 @@ class LocalServer:
             time.sleep(0.05)
         info = json.loads(ready.read_text(encoding="utf-8"))
         self.port, self.metrics_port, self.pid = info["port"], info["metrics_port"], info["pid"]
+        self.admin_port = int(info.get("admin_port", 0))
         return self
 
     def log(self) -> str:

@@ -58,6 +58,12 @@ def main() -> int:
             else:
                 target.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(path, target)
+        if args.check:  # generated files whose .proto is gone
+            produced = {ROOT / p.relative_to(out) for p in written}
+            for package in {p.parent for p in produced}:
+                for path in sorted(package.iterdir()):
+                    if path.name.endswith(GENERATED_SUFFIXES) and path not in produced:
+                        stale.append(f"{path.relative_to(ROOT)} (no .proto generates it)")
         if stale:
             print("generated gRPC code is stale; run `make proto`:", *stale, sep="\n  ")
             return 1

@@ -75,6 +75,9 @@ class PolicyRepository:
         self._pins_stamp: tuple[int, int] | None = None
         self._policies: dict[str, dict[int, ServedPolicy]] = {}
         self._failed: dict[Path, tuple[int, int]] = {}
+        self.unloaded: set[tuple[str, int]] = set()
+        """(policy, version) pairs an operator unloaded (service.admin): scans skip their folders
+        until an operator loads them again."""
         if pins_file is not None:
             self.pins = self._read_pins()  # a bad pins file stops the server at start
 
@@ -97,6 +100,10 @@ class PolicyRepository:
             served = self._policies.get(policy_dir.name, {})
             if version_dir.name.isdigit() and int(version_dir.name) in served:
                 present.add((policy_dir.name, int(version_dir.name)))
+                continue
+            if version_dir.name.isdigit() and (policy_dir.name, int(version_dir.name)) in (
+                self.unloaded
+            ):
                 continue
             stamp = _stamp(version_dir / MANIFEST_FILE)
             if self._failed.get(version_dir) == stamp:
@@ -124,15 +131,20 @@ class PolicyRepository:
         """Swaps a refresh in (call on the thread that serves requests); returns its failures."""
         policies = {name: dict(versions) for name, versions in self._policies.items()}
         for name, version in refresh.removed:
-            policy = policies[name].pop(version)
+            policy = policies.get(name, {}).pop(version, None)
+            if policy is None:  # already removed by an earlier refresh (an operator's, say)
+                continue
             if not policies[name]:
                 del policies[name]
             self.metrics.policy_loaded.remove(
                 name, str(version), policy.manifest.algorithm, policy.runtime.name
             )
             self.metrics.unloads.labels(name).inc()
-            log.info("unloaded %s/%s (its folder is gone)", name, version)
+            reason = "by an operator" if (name, version) in self.unloaded else "its folder is gone"
+            log.info("unloaded %s/%s (%s)", name, version, reason)
         for policy in refresh.loaded:
+            if (policy.name, policy.version) in self.unloaded:  # unloaded while this scan ran
+                continue
             policies.setdefault(policy.name, {})[policy.version] = policy
             manifest = policy.manifest
             self.metrics.policy_loaded.labels(

@@ -20,12 +20,14 @@ from prometheus_client import start_http_server
 
 from agentserve.errors import AgentserveError, ConfigError
 from agentserve.v1 import agent_pb2, agent_pb2_grpc
+from service.admin import AdminServicer, build_admin_server
 from service.batching import BatchingConfig
 from service.errors import ServiceError
 from service.metrics import Metrics
 from service.online.host import OnlinePolicy
 from service.repository import PolicyRepository
 from service.safety_config import load_safety_config
+from service.security import FEEDBACK_METHODS, BearerTokenInterceptor, listen, load_security
 from service.servicer import AgentServicer
 
 log = logging.getLogger("agentserve.server")
@@ -68,13 +70,29 @@ class ServerConfig:
     `<model_repo>/.state` (hidden: the repository scan skips it)."""
     snapshot_every: int = 1_000
     """Updates between snapshots of an online learner (each publishes a new policy version)."""
+    decision_log: Path | None = None
+    """Where online policies append each decision a feedback completes, as JSON lines in
+    `<decision_log>/<policy>/decisions-<n>.jsonl` (service.online.decision_log); None = no log."""
     max_connection_age: float = 300.0
     """Seconds before a client connection is asked to reconnect (so new replicas get traffic)."""
+    admin_port: int | None = None
+    """The admin service's own port (0 = any free one); None = no admin service."""
+    admin_host: str = "127.0.0.1"
+    admin_token_file: Path | None = None
+    """The bearer token every admin call needs (required with admin_port)."""
+    feedback_token_file: Path | None = None
+    """A bearer token that Feedback, FeedbackStream and Update need (Act stays open)."""
+    tls_cert: Path | None = None
+    """PEM certificate (chain) of the gRPC ports, serving and admin; with tls_key."""
+    tls_key: Path | None = None
+    tls_client_ca: Path | None = None
+    """PEM CA: clients must present a certificate it signed (mutual TLS)."""
 
 
 class AgentServer:
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
+        self.security = load_security(config)  # bad token or TLS files stop the server first
         self.metrics = Metrics()
         safety = None if config.safety_config is None else load_safety_config(config.safety_config)
         self.repository = PolicyRepository(
@@ -92,18 +110,26 @@ class AgentServer:
         self._metrics_httpd: Any = None
         self.port = 0
         self.metrics_port = 0
+        self.admin_server: grpc.aio.Server | None = None
+        self.admin_port = 0
 
     async def start(self) -> None:
         failures = self.repository.load()
         online = self._start_online()
+        interceptors = []
+        if self.security.feedback_token is not None:
+            interceptors.append(
+                BearerTokenInterceptor(self.security.feedback_token, "feedback", FEEDBACK_METHODS)
+            )
         server = grpc.aio.server(
+            interceptors=interceptors,
             options=[
                 ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
                 ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
                 ("grpc.so_reuseport", 0),
                 ("grpc.max_connection_age_ms", int(self.config.max_connection_age * 1000)),
                 ("grpc.max_connection_age_grace_ms", int(self.config.grace_seconds * 1000)),
-            ]
+            ],
         )
         self.servicer = AgentServicer(self.repository, self.metrics, batching=self.config.batching)
         self.servicer.online = online
@@ -119,14 +145,18 @@ class AgentServer:
             ),
             server,
         )
-        address = f"{self.config.host}:{self.config.port}"
-        try:
-            self.port = server.add_insecure_port(address)
-        except RuntimeError:
-            self.port = 0
-        if self.port == 0:
-            raise ConfigError(
-                f"cannot listen on {address} (in use, or not an address of this host)"
+        self.port = listen(
+            server, f"{self.config.host}:{self.config.port}", self.security.credentials
+        )
+        admin_server = None
+        if self.config.admin_port is not None:
+            if self.security.admin_token is None:  # load_security refuses this; never without
+                raise ConfigError("--admin-port needs --admin-token-file")
+            admin_server, self.admin_port = build_admin_server(
+                AdminServicer(self.repository, self.metrics, online, self._health_follows),
+                f"{self.config.admin_host}:{self.config.admin_port}",
+                self.security.admin_token,
+                self.security.credentials,
             )
         if self.config.metrics_port >= 0:
             try:
@@ -141,6 +171,10 @@ class AgentServer:
             self.metrics_port = int(self._metrics_httpd.server_port)
         await server.start()
         self.server = server
+        if admin_server is not None:
+            await admin_server.start()
+            self.admin_server = admin_server
+            log.info("admin service on %s:%d", self.config.admin_host, self.admin_port)
         status = (
             health_pb2.HealthCheckResponse.SERVING
             if self.repository.names()
@@ -161,12 +195,10 @@ class AgentServer:
         if self.config.watch_interval > 0:
             self._watcher = asyncio.get_running_loop().create_task(self._watch())
         if self.config.ready_file is not None:
-            _write_atomically(
-                self.config.ready_file,
-                json.dumps(
-                    {"pid": os.getpid(), "port": self.port, "metrics_port": self.metrics_port}
-                ),
-            )
+            ready = {"pid": os.getpid(), "port": self.port, "metrics_port": self.metrics_port}
+            if self.admin_server is not None:
+                ready["admin_port"] = self.admin_port
+            _write_atomically(self.config.ready_file, json.dumps(ready))
 
     def _start_online(self) -> dict[str, OnlinePolicy]:
         """Builds (and recovers) the learner of every --online policy; any problem stops the
@@ -188,9 +220,16 @@ class AgentServer:
                 raise ConfigError(f"--online {name}: the repository has no such policy") from None
             try:
                 online[name] = OnlinePolicy(
-                    served.manifest, state_dir, repo, self.metrics, self.config.snapshot_every
+                    served.manifest,
+                    state_dir,
+                    repo,
+                    self.metrics,
+                    self.config.snapshot_every,
+                    decision_log=self.config.decision_log,
                 )
             except AgentserveError as error:
+                raise ConfigError(f"--online {name}: {error}") from None
+            except OSError as error:  # e.g. an unwritable --decision-log or --state-dir
                 raise ConfigError(f"--online {name}: {error}") from None
             log.info("%s learns online (state in %s)", name, state_dir / name)
         return online
@@ -215,11 +254,23 @@ class AgentServer:
                 for service in ("", SERVICE_NAME):
                     await self.health.set(service, status)
 
+    async def _health_follows(self) -> None:
+        """After an admin call: health SERVING while any policy is served."""
+        status = (
+            health_pb2.HealthCheckResponse.SERVING
+            if self.repository.names()
+            else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
+        for service in ("", SERVICE_NAME):
+            await self.health.set(service, status)
+
     async def stop(self) -> None:
         """Health goes NOT_SERVING, new calls are refused, in-flight calls finish (up to the
         grace period), then the metrics endpoint closes."""
         if self._watcher is not None:
             self._watcher.cancel()
+        if self.admin_server is not None:
+            await self.admin_server.stop(1.0)
         await self.health.enter_graceful_shutdown()
         if self.server is not None:
             await self.server.stop(self.config.grace_seconds)

@@ -36,6 +36,7 @@ from agentserve.manifest import Manifest
 from agentserve.spaces import DiscreteSpec, SpaceSpec
 from service.errors import FailedPrecondition, InvalidArgument, NotFound
 from service.metrics import Metrics
+from service.online.decision_log import DecisionLog
 from service.online.wal import WriteAheadLog, fsync_directory
 from trainer.core.checkpoint import load_checkpoint, save_checkpoint
 from trainer.export import export_artifact
@@ -112,6 +113,7 @@ class OnlinePolicy:
         model_repo: Path,
         metrics: Metrics,
         snapshot_every: int = 1_000,
+        decision_log: Path | None = None,
     ) -> None:
         self.manifest = manifest
         self.name = manifest.name
@@ -137,6 +139,8 @@ class OnlinePolicy:
                 f"has no online state in {self.state_dir}: online learning starts from an "
                 "untrained export (agentserve train ... --timesteps 0) or from its own state"
             )
+        # Opened after replay: the decision log holds live decisions only.
+        self.decision_log = None if decision_log is None else DecisionLog(decision_log, self.name)
 
     # --- Serving --------------------------------------------------------------------------------
 
@@ -211,6 +215,10 @@ class OnlinePolicy:
             "id": feedback_id,
         }
         sequence = self._log_durably(record)
+        if self.decision_log is not None:  # the decision this feedback completed
+            self.decision_log.write(
+                self.version, episode_id, episode, reward, terminated, truncated
+            )
         return True, sequence
 
     def update(self, transition: dict[str, Any]) -> tuple[bool, int]:
@@ -225,6 +233,8 @@ class OnlinePolicy:
 
     def close(self) -> None:
         self.wal.close()
+        if self.decision_log is not None:
+            self.decision_log.close()
         if self._publisher is not None:
             self._publisher.join(timeout=60)
 
