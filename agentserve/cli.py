@@ -1,4 +1,5 @@
-"""The `agentserve` command: train | evaluate | serve | simulate | demo | benchmark | bench | algos.
+"""The `agentserve` command: train | evaluate | evaluate-log | serve | health | simulate | demo |
+benchmark | bench | algos.
 
 Each subcommand imports what it needs when it runs, so the client-only install (no torch) can
 still run `agentserve simulate`.
