@@ -18,7 +18,6 @@ through a CUDA graph captured for `graph_batch` rows (smaller batches padded up 
 from __future__ import annotations
 
 import copy
-import dataclasses
 import logging
 import threading
 from collections.abc import Sequence
@@ -31,7 +30,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 from torch import nn
 
-from agentserve.errors import AgentserveError, ConfigError, ManifestError
+from agentserve.errors import ManifestError
 from agentserve.manifest import ONNX_FILE, WEIGHTS_FILE, Artifact
 from agentserve.spaces import DiscreteSpec
 from service.runtime import ContinuousInference, Inference, resolve_device
@@ -47,64 +46,10 @@ _LISTED = 5
 def build_module(artifact: Artifact) -> nn.Module:
     """The artifact's policy module on the CPU, in eval mode, with its weights loaded and checked
     against the artifact's ONNX graph. ManifestError names what does not fit."""
-    manifest = artifact.manifest
-    label = artifact.label
-    from trainer import registry
-    from trainer.core.config import build_config
+    from trainer.rebuild import learner_from_manifest
 
-    try:
-        learner_class = registry.get(manifest.algorithm)
-    except ConfigError as error:
-        raise ManifestError(f"{label}: the torch runtime cannot rebuild it: {error}") from None
-    hyperparameters = manifest.training.get("hyperparameters")
-    if not isinstance(hyperparameters, dict):
-        raise ManifestError(
-            f"{label}: the manifest records no training.hyperparameters (a JSON object); the "
-            "torch runtime rebuilds the policy module from them"
-        )
-    config_class = learner_class.config_class
-    fields = dataclasses.fields(config_class)
-    required = {
-        f.name
-        for f in fields
-        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
-    }
-    lacking = sorted(required - set(hyperparameters))
-    if lacking:
-        raise ManifestError(
-            f"{label}: training.hyperparameters lacks {', '.join(lacking)}, which "
-            f"{config_class.__name__} has no default for"
-        )
-    defaulted = sorted({f.name for f in fields} - set(hyperparameters))
-    if defaulted:
-        # Older artifacts predate some hyperparameters; the trainer's own resolution starts from
-        # the defaults too, and the parity check below catches a default that changes the policy.
-        log.info("%s: hyperparameters %s not recorded; using defaults", label, defaulted)
-    try:
-        config = build_config(config_class, dict(hyperparameters))
-    except (ConfigError, TypeError, ValueError) as error:
-        raise ManifestError(
-            f"{label}: training.hyperparameters do not fit {manifest.algorithm}: {error}"
-        ) from None
-    try:
-        # A learner seeds torch's global generator; the server's own stream stays untouched.
-        with torch.random.fork_rng(devices=[]):
-            learner = learner_class(manifest.observation_space, manifest.action_space, config, 0)
-            module = learner.policy_module()
-    except (AgentserveError, TypeError, ValueError) as error:
-        raise ManifestError(
-            f"{label}: cannot rebuild the {manifest.algorithm} policy for its spaces: {error}"
-        ) from None
-    if learner.distribution != manifest.distribution:
-        raise ManifestError(
-            f"{label}: the rebuilt {manifest.algorithm} policy serves {learner.distribution!r}, "
-            f"the manifest says {manifest.distribution!r}"
-        )
-    if learner.serving_epsilon != manifest.epsilon:
-        raise ManifestError(
-            f"{label}: training.hyperparameters give epsilon {learner.serving_epsilon}, the "
-            f"manifest says {manifest.epsilon}"
-        )
+    learner = learner_from_manifest(artifact.manifest, seed=0)
+    module = learner.policy_module()
     del learner  # replay buffers and optimizers: not needed to serve
     load_weights(module, artifact)
     module.eval().requires_grad_(False)
