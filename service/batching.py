@@ -1,13 +1,14 @@
 """Dynamic micro-batching: concurrent requests for one policy version share one runtime call.
 
-Each policy version has a queue and one worker task on the server's event loop. A request is
-validated in its handler (`ServedPolicy.prepare`), queued with its own future, and awaited. The
-worker wakes when the queue is non-empty, lets every handler that is ready run first (one turn
-of the loop, so requests already arriving join the batch), optionally waits `max_wait` seconds
-for more, takes up to `max_batch` requests, runs the runtime once, and resolves each future with
-its own decision or its own error. Draining what is queued beats a fixed window: on these
-machines a fixed 1 ms window made a lone simulator's latency 4x worse, so `max_wait` is 0 unless
-configured.
+Each policy version has a queue on the server's event loop. A request is validated in its
+handler (`ServedPolicy.prepare`), queued with its own future, and awaited. The first request into
+an empty queue schedules a drain with `call_soon`, so it runs after every callback already ready
+on the loop (the handlers of requests that arrived together enqueue first) — or `max_wait`
+seconds later when configured. The drain takes up to `max_batch` requests, runs the runtime
+once, and resolves each future with its own decision or its own error; what is left is drained
+next. No worker task, no extra wake-up: a lone request costs one turn of the loop. Draining
+what is queued beats a fixed window: on these machines a fixed 1 ms window made a lone
+simulator's latency 4x worse, so `max_wait` is 0 unless configured.
 
 A request whose deadline has passed when its batch forms is skipped (DEADLINE_EXCEEDED); a full
 queue refuses new requests (RESOURCE_EXHAUSTED), so memory stays bounded under overload.
@@ -74,9 +75,8 @@ class PolicyBatcher:
         self.metrics = metrics
         self.labels = (policy.name, str(policy.version))
         self._queue: deque[_Pending] = deque()
-        self._wake = asyncio.Event()
-        self._retired = False
-        self._worker = asyncio.get_running_loop().create_task(self._run())
+        self._loop = asyncio.get_running_loop()
+        self._scheduled: asyncio.Handle | asyncio.TimerHandle | None = None
 
     async def decide(
         self,
@@ -88,44 +88,42 @@ class PolicyBatcher:
             raise ResourceExhausted(
                 f"policy {self.policy.name!r} has {len(self._queue)} requests queued; retry later"
             )
-        future: asyncio.Future[Decision] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[Decision] = self._loop.create_future()
         self._queue.append(_Pending(item, deterministic, deadline, future, time.monotonic()))
-        self._wake.set()
+        if self._scheduled is None:
+            self._schedule()
         return await future
 
-    def retire(self) -> None:
-        """A newer object serves this version now: finish what is queued, then stop."""
-        self._retired = True
-        self._wake.set()
+    def _schedule(self) -> None:
+        """The drain runs after every callback already ready on the loop (the handlers of
+        requests that arrived with this one enqueue first), or `max_wait` later."""
+        if self.config.max_wait > 0 and len(self._queue) < self.config.max_batch:
+            self._scheduled = self._loop.call_later(self.config.max_wait, self._drain)
+        else:
+            self._scheduled = self._loop.call_soon(self._drain)
+
+    def _drain(self) -> None:
+        self._scheduled = None
+        batch = [self._queue.popleft() for _ in range(min(self.config.max_batch, len(self._queue)))]
+        if self._queue:  # more than one batch was waiting: the rest goes next
+            self._schedule()
+        try:
+            self._process(batch)
+        except Exception as error:  # a runtime failure fails this batch, not the batcher
+            log.exception("batch of %s/%s failed", *self.labels)
+            for pending in batch:
+                if not pending.future.done():
+                    pending.future.set_exception(error)
 
     async def close(self) -> None:
-        """Stops the worker now; requests still queued fail with RESOURCE_EXHAUSTED."""
-        self._worker.cancel()
+        """Requests still queued fail with RESOURCE_EXHAUSTED (the server is stopping)."""
+        if self._scheduled is not None:
+            self._scheduled.cancel()
+            self._scheduled = None
         for pending in self._queue:
             if not pending.future.done():
                 pending.future.set_exception(ResourceExhausted("the server is shutting down"))
         self._queue.clear()
-
-    async def _run(self) -> None:
-        while True:
-            await self._wake.wait()
-            if self._retired and not self._queue:
-                return
-            await asyncio.sleep(0)  # handlers that are ready enqueue first
-            if self.config.max_wait > 0 and len(self._queue) < self.config.max_batch:
-                await asyncio.sleep(self.config.max_wait)
-            batch = [
-                self._queue.popleft() for _ in range(min(self.config.max_batch, len(self._queue)))
-            ]
-            if not self._queue:
-                self._wake.clear()
-            try:
-                self._process(batch)
-            except Exception as error:  # a runtime failure fails this batch, not the worker
-                log.exception("batch of %s/%s failed", *self.labels)
-                for pending in batch:
-                    if not pending.future.done():
-                        pending.future.set_exception(error)
 
     def _process(self, batch: list[_Pending]) -> None:
         now = time.monotonic()
@@ -170,8 +168,7 @@ class Batchers:
         key = (policy.name, policy.version)
         batcher = self._batchers.get(key)
         if batcher is None or batcher.policy is not policy:  # new, or a reloaded version
-            if batcher is not None:
-                batcher.retire()
+            # A replaced batcher keeps draining what it has queued (its drain is scheduled).
             batcher = PolicyBatcher(policy, self.config, self.rng, self.metrics)
             self._batchers[key] = batcher
         return batcher
