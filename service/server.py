@@ -26,7 +26,7 @@ from service.errors import ServiceError
 from service.metrics import Metrics
 from service.online.host import OnlinePolicy
 from service.repository import PolicyRepository
-from service.safety_config import load_safety_config
+from service.safety_config import load_service_config
 from service.security import FEEDBACK_METHODS, BearerTokenInterceptor, listen, load_security
 from service.servicer import AgentServicer
 
@@ -94,7 +94,11 @@ class AgentServer:
         self.config = config
         self.security = load_security(config)  # bad token or TLS files stop the server first
         self.metrics = Metrics()
-        safety = None if config.safety_config is None else load_safety_config(config.safety_config)
+        safety: dict[str, Any] | None = None
+        self.online_names = tuple(config.online)
+        if config.safety_config is not None:
+            safety, configured = load_service_config(config.safety_config)
+            self.online_names += tuple(n for n in configured if n not in self.online_names)
         self.repository = PolicyRepository(
             config.model_repo,
             self.metrics,
@@ -203,7 +207,7 @@ class AgentServer:
     def _start_online(self) -> dict[str, OnlinePolicy]:
         """Builds (and recovers) the learner of every --online policy; any problem stops the
         server with a clear message."""
-        if not self.config.online:
+        if not self.online_names:
             return {}
         repo = self.config.model_repo.resolve()
         state_dir = self.config.state_dir or repo / ".state"
@@ -213,11 +217,11 @@ class AgentServer:
                 "not writable (use --model-repo with a writable copy)"
             )
         online: dict[str, OnlinePolicy] = {}
-        for name in self.config.online:
+        for name in self.online_names:
             try:
                 served = self.repository.get(name)
             except ServiceError:
-                raise ConfigError(f"--online {name}: the repository has no such policy") from None
+                raise ConfigError(f"online policy {name}: not in the repository") from None
             try:
                 online[name] = OnlinePolicy(
                     served.manifest,
@@ -228,9 +232,9 @@ class AgentServer:
                     decision_log=self.config.decision_log,
                 )
             except AgentserveError as error:
-                raise ConfigError(f"--online {name}: {error}") from None
+                raise ConfigError(f"online policy {name}: {error}") from None
             except OSError as error:  # e.g. an unwritable --decision-log or --state-dir
-                raise ConfigError(f"--online {name}: {error}") from None
+                raise ConfigError(f"online policy {name}: {error}") from None
             log.info("%s learns online (state in %s)", name, state_dir / name)
         return online
 
