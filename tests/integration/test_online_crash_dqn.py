@@ -10,6 +10,7 @@ import threading
 from pathlib import Path
 
 import numpy as np
+from artifact_cases import untrained_policy
 
 from agentserve import Client, RemoteError
 from agentserve.local_server import LocalServer
@@ -17,7 +18,6 @@ from agentserve.manifest import load_manifest
 from service.metrics import Metrics
 from service.online.host import OnlinePolicy
 from trainer.envs import make_env
-from trainer.loop import RunOptions, train
 
 ROUNDS = 10
 Row = tuple[tuple[float, ...], int, float, tuple[float, ...], bool]
@@ -25,27 +25,17 @@ Row = tuple[tuple[float, ...], int, float, tuple[float, ...], bool]
 
 def test_replay_holds_exactly_the_acknowledged_transitions(tmp_path: Path) -> None:
     repo = tmp_path / "models"
-    result = train(
-        RunOptions(
-            algorithm="dqn",
-            env_id="CartPole-v1",
-            timesteps=0,
-            out_repo=repo,
-            run_dir=tmp_path / "run",
-            eval_episodes=0,
-            progress=False,
-            overrides=("learning_starts=100000",),
-        )  # no gradient steps: a faster test
-    )
-    assert result.artifact is not None
-    name = result.artifact.parent.name
+    # learning_starts beyond the run: no gradient steps, a faster test.
+    name = untrained_policy(repo, "dqn", "CartPole-v1", "learning_starts=100000")
     args = ("--online", name, "--snapshot-every", "60", "--watch-interval", "0")
     chance = random.Random(11)
     env = make_env("CartPole-v1")
     acknowledged: dict[str, Row] = {}
     pending: dict[str, tuple[str, Row]] = {}  # feedback id -> (episode, row)
     episode_counter = 0
-    for round_ in range(ROUNDS):
+    # One more start after the last kill, only to retry what the kill left unacknowledged (the
+    # server may have made it durable just before dying: the retry settles which).
+    for round_ in range(ROUNDS + 1):
         with (
             LocalServer(repo, extra_args=args) as server,
             Client(server.target, policy=name, timeout=5) as client,
@@ -63,6 +53,8 @@ def test_replay_holds_exactly_the_acknowledged_transitions(tmp_path: Path) -> No
                 except RemoteError as error:
                     assert error.code == "NOT_FOUND", error  # noqa: PT017 (the decision died)
                 del pending[feedback_id]
+            if round_ == ROUNDS:
+                break
             observation, _ = env.reset(seed=round_)
             episode = f"r{round_}-e{episode_counter}"
             killer = threading.Timer(chance.uniform(0.4, 1.5), server.kill)
