@@ -179,13 +179,7 @@ class AgentServer:
             await admin_server.start()
             self.admin_server = admin_server
             log.info("admin service on %s:%d", self.config.admin_host, self.admin_port)
-        status = (
-            health_pb2.HealthCheckResponse.SERVING
-            if self.repository.names()
-            else health_pb2.HealthCheckResponse.NOT_SERVING
-        )
-        for service in ("", SERVICE_NAME):
-            await self.health.set(service, status)
+        await self._health_follows()
         if not self.repository.names():
             log.error("no policy loaded from %s: health stays NOT_SERVING", self.config.model_repo)
         log.info(
@@ -250,16 +244,11 @@ class AgentServer:
                 log.exception("model repository refresh failed")
             if bool(self.repository.names()) != serving:
                 serving = not serving
-                status = (
-                    health_pb2.HealthCheckResponse.SERVING
-                    if serving
-                    else health_pb2.HealthCheckResponse.NOT_SERVING
-                )
-                for service in ("", SERVICE_NAME):
-                    await self.health.set(service, status)
+                await self._health_follows()
 
     async def _health_follows(self) -> None:
-        """After an admin call: health SERVING while any policy is served."""
+        """Health SERVING while any policy is served, NOT_SERVING otherwise (at start, after a
+        repository scan, after an admin call)."""
         status = (
             health_pb2.HealthCheckResponse.SERVING
             if self.repository.names()

@@ -18,18 +18,15 @@ import asyncio
 import json
 import os
 import signal
-import subprocess
 import sys
-import tempfile
-import time
 from collections.abc import AsyncIterator
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import grpc
 
 from agentserve.errors import AgentserveError, ConfigError
+from agentserve.local_server import ChildServer
 from agentserve.v1 import agent_pb2, agent_pb2_grpc
 
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
@@ -136,12 +133,14 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-class EchoServer:
+class EchoServer(ChildServer):
     """`python -m agentserve.bench.echo` as a child process on a free port.
 
     with EchoServer() as echo:
         stub = AgentServiceStub(grpc.insecure_channel(echo.target))
     """
+
+    name = "echo server"
 
     def __init__(
         self,
@@ -151,64 +150,14 @@ class EchoServer:
         observation_size: int = 4,
         start_timeout: float = 60.0,
     ) -> None:
-        self.host = host
+        super().__init__(host, start_timeout)
         self.actions = actions
         self.observation_size = observation_size
-        self.start_timeout = start_timeout
-        self._tmp = tempfile.TemporaryDirectory(prefix="agentserve-echo-")
-        self.log_path = Path(self._tmp.name) / "echo.log"
-        self.process: subprocess.Popen[bytes] | None = None
-        self.port = 0
-        self.pid = 0
 
-    @property
-    def target(self) -> str:
-        return f"{self.host}:{self.port}"
-
-    def start(self) -> EchoServer:
-        ready = Path(self._tmp.name) / "ready.json"
+    def command(self, ready_file: Path) -> list[str]:
         command = [sys.executable, "-m", "agentserve.bench.echo", "--host", self.host]
-        command += ["--port", "0", "--ready-file", str(ready), "--actions", str(self.actions)]
-        command += ["--observation-size", str(self.observation_size)]
-        with self.log_path.open("wb") as log:
-            self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + self.start_timeout
-        while not ready.exists():
-            if self.process.poll() is not None:
-                raise AgentserveError(f"echo server exited during start-up:\n{self.log()}")
-            if time.monotonic() > deadline:
-                self.stop()
-                raise AgentserveError(f"echo server not ready after {self.start_timeout:g} s")
-            time.sleep(0.05)
-        info = json.loads(ready.read_text(encoding="utf-8"))
-        self.port, self.pid = int(info["port"]), int(info["pid"])
-        return self
-
-    def log(self) -> str:
-        return self.log_path.read_text(encoding="utf-8", errors="replace")
-
-    def stop(self, timeout: float = 15.0) -> None:
-        """SIGTERM, then SIGKILL after `timeout` seconds."""
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-
-    def __enter__(self) -> EchoServer:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-        self._tmp.cleanup()
+        command += ["--port", "0", "--ready-file", str(ready_file), "--actions", str(self.actions)]
+        return [*command, "--observation-size", str(self.observation_size)]
 
 
 if __name__ == "__main__":

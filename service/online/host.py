@@ -126,6 +126,8 @@ class OnlinePolicy:
         self.observation_size = manifest.observation_space.flat_size
         self.version = manifest.version
         self.episodes: OrderedDict[str, Awaiting] = OrderedDict()
+        self.awaiting = 0
+        """Episodes whose feedback waits for the next decision to supply s' (learner lag)."""
         self.seen: OrderedDict[str, int] = OrderedDict()
         self.updates_since_snapshot = 0
         self.reward_mean = 0.0
@@ -260,6 +262,7 @@ class OnlinePolicy:
         if kind == "decision":
             episode = self.episodes.pop(record["episode"], None)
             if episode is not None and episode.reward is not None:  # s' arrives with this one
+                self.awaiting -= 1
                 self._observe(
                     episode,
                     episode.reward,
@@ -277,7 +280,9 @@ class OnlinePolicy:
                 record["propensity"],
             )
             while len(self.episodes) > MAX_EPISODES:
-                self.episodes.popitem(last=False)
+                _, forgotten = self.episodes.popitem(last=False)
+                self.awaiting -= forgotten.reward is not None
+            self.metrics.online_awaiting.labels(self.name).set(self.awaiting)
             return
         if kind == "feedback":
             episode = self.episodes[record["episode"]]
@@ -292,13 +297,11 @@ class OnlinePolicy:
                     record["terminated"],
                     record["truncated"],
                 )
-                if done:
-                    del self.episodes[record["episode"]]
-                else:
-                    episode.reward = None
-                    self.episodes.pop(record["episode"])
+                del self.episodes[record["episode"]]  # its next decision starts afresh
             else:
                 episode.reward = record["reward"]
+                self.awaiting += 1
+                self.metrics.online_awaiting.labels(self.name).set(self.awaiting)
         elif kind == "transition":
             self._observe_batch(
                 record["observation"],
@@ -376,9 +379,6 @@ class OnlinePolicy:
         self.reward_mean += weight * (float(reward) - self.reward_mean)
         self.metrics.online_updates.labels(self.name).inc()
         self.metrics.online_reward.labels(self.name).set(self.reward_mean)
-        self.metrics.online_awaiting.labels(self.name).set(
-            sum(1 for e in self.episodes.values() if e.reward is not None)
-        )
 
     # --- Snapshots, publishing, recovery --------------------------------------------------------
 
@@ -452,6 +452,7 @@ class OnlinePolicy:
             self.learner.load_state_dict(state)
             after = int(online["wal_sequence"])
             self.episodes = OrderedDict((k, Awaiting(**v)) for k, v in online["episodes"].items())
+            self.awaiting = sum(e.reward is not None for e in self.episodes.values())
             self.seen = OrderedDict((k, int(v)) for k, v in online["seen"])
             self.version = max(self.version, int(online["version"]))
             self.reward_mean = float(online["reward_mean"])

@@ -5,7 +5,6 @@ paths refused; the admin port on its own listener, where configured, and never w
 
 from __future__ import annotations
 
-import json
 import secrets
 import shutil
 import socket
@@ -15,27 +14,17 @@ from typing import Any
 
 import grpc
 import pytest
+from artifact_cases import publish_copy, untrained_policy
 
 from agentserve import Client, RemoteError
 from agentserve.local_server import LocalServer
 from agentserve.manifest import MANIFEST_FILE
 from agentserve.v1 import admin_pb2, admin_pb2_grpc, agent_pb2, agent_pb2_grpc
-from trainer.loop import RunOptions, train
 
 CARTPOLE = "cartpole-dqn"
 GRIDWORLD = "gridworld-qlearning"  # one version only
 BANDIT_ENV = "agentserve/BernoulliBandit-v0"
 OBSERVATION = [0.01, 0.0, 0.02, 0.0]
-
-
-def publish(repo: Path, name: str, version: int) -> None:
-    """A copy of version 1 as `version` (hidden while it is written, as exports are)."""
-    hidden = repo / name / f".tmp-{version}"
-    shutil.copytree(repo / name / "1", hidden)
-    manifest = json.loads((hidden / MANIFEST_FILE).read_text())
-    manifest["version"] = version
-    (hidden / MANIFEST_FILE).write_text(json.dumps(manifest))
-    hidden.rename(repo / name / str(version))
 
 
 def write_token(path: Path) -> str:
@@ -74,29 +63,18 @@ def setup(tmp_path_factory: pytest.TempPathFactory, bundled_repo: Path) -> Itera
     tmp = tmp_path_factory.mktemp("admin")
     repo = tmp / "models"
     shutil.copytree(bundled_repo, repo)
-    publish(repo, CARTPOLE, 2)
-    bandit = train(
-        RunOptions(
-            algorithm="ucb1",
-            env_id=BANDIT_ENV,
-            timesteps=0,
-            out_repo=repo,
-            run_dir=tmp / "run",
-            eval_episodes=0,
-            progress=False,
-        )
-    ).artifact
-    assert bandit is not None
+    publish_copy(repo, CARTPOLE, 2)
+    bandit = untrained_policy(repo, "ucb1", BANDIT_ENV)
     admin_token = write_token(tmp / "admin.token")
     feedback_token = write_token(tmp / "feedback.token")
     args = (
         *("--admin-port", "0", "--admin-token-file", str(tmp / "admin.token")),
         *("--feedback-token-file", str(tmp / "feedback.token")),
-        *("--online", bandit.parent.name, "--watch-interval", "0", "--snapshot-every", "100000"),
+        *("--online", bandit, "--watch-interval", "0", "--snapshot-every", "100000"),
     )
     with LocalServer(repo, extra_args=args) as server:
         assert server.admin_port not in (0, server.port)
-        running = Setup(server, repo, admin_token, feedback_token, bandit.parent.name)
+        running = Setup(server, repo, admin_token, feedback_token, bandit)
         yield running
         running.channel.close()
 
@@ -205,7 +183,7 @@ def served_version(setup: Setup, version: int = 0) -> int:
 def test_load_unload_pin_end_to_end(setup: Setup) -> None:
     load = admin_pb2.LoadPolicyRequest
     # No watcher (--watch-interval 0): a new folder is served only once an operator loads it.
-    publish(setup.repo, CARTPOLE, 3)
+    publish_copy(setup.repo, CARTPOLE, 3)
     assert served_version(setup) == 2
     loaded = setup.admin("LoadPolicy", load(name=CARTPOLE))
     assert list(loaded.versions) == [1, 2, 3] and loaded.default_version == 3

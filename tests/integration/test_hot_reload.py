@@ -5,32 +5,20 @@ broken new version leaves the old one serving."""
 from __future__ import annotations
 
 import asyncio
-import json
 import shutil
 import time
 import urllib.request
 from pathlib import Path
 
 import grpc
+from artifact_cases import publish_copy
 
 from agentserve import Client
 from agentserve.local_server import LocalServer
-from agentserve.manifest import MANIFEST_FILE, ONNX_FILE
 from agentserve.v1 import agent_pb2, agent_pb2_grpc
 
 CARTPOLE = "cartpole-dqn"
 SIMULATORS = 32
-
-
-def publish(repo: Path, version: int, *, broken: bool = False) -> None:
-    hidden = repo / CARTPOLE / f".tmp-{version}"
-    shutil.copytree(repo / CARTPOLE / "1", hidden)
-    manifest = json.loads((hidden / MANIFEST_FILE).read_text())
-    manifest["version"] = version
-    (hidden / MANIFEST_FILE).write_text(json.dumps(manifest))
-    if broken:
-        (hidden / ONNX_FILE).write_bytes(b"not a model")
-    hidden.rename(repo / CARTPOLE / str(version))
 
 
 async def simulate(target: str, stop: asyncio.Event, seen: list[int]) -> int:
@@ -66,7 +54,7 @@ def test_new_version_under_streaming_load(bundled_repo: Path, tmp_path: Path) ->
                 for i in range(SIMULATORS)
             ]
             await asyncio.sleep(1.0)
-            await asyncio.to_thread(publish, repo, 2)
+            await asyncio.to_thread(publish_copy, repo, CARTPOLE, 2)
             deadline = time.monotonic() + 30
             while time.monotonic() < deadline and not all(s and s[-1] == 2 for s in seen):
                 await asyncio.sleep(0.1)
@@ -83,7 +71,7 @@ def test_new_version_under_streaming_load(bundled_repo: Path, tmp_path: Path) ->
             text = response.read().decode()
         assert f'agentserve_policy_reloads_total{{policy="{CARTPOLE}"}} 1.0' in text
 
-        publish(repo, 3, broken=True)
+        publish_copy(repo, CARTPOLE, 3, broken=True)
         time.sleep(1.0)
         with Client(server.target, policy=CARTPOLE) as client:
             assert client.act([0.0] * 4).policy_version == 2  # the broken one is not served

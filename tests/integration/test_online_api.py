@@ -9,30 +9,18 @@ from collections.abc import Iterator
 import grpc
 import pytest
 import yaml
+from artifact_cases import untrained_policy
 
 from agentserve import Client, RemoteError
 from agentserve.local_server import LocalServer
 from agentserve.v1 import agent_pb2, agent_pb2_grpc
-from trainer.loop import RunOptions, train
 
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LocalServer, str]]:
     tmp = tmp_path_factory.mktemp("online-api")
     repo = tmp / "models"
-    result = train(
-        RunOptions(
-            algorithm="qlearning",
-            env_id="agentserve/GridWorld-v0",
-            timesteps=0,
-            out_repo=repo,
-            run_dir=tmp / "run",
-            eval_episodes=0,
-            progress=False,
-        )
-    )
-    assert result.artifact is not None
-    name = result.artifact.parent.name
+    name = untrained_policy(repo, "qlearning", "agentserve/GridWorld-v0")
     config = tmp / "service.yaml"
     config.write_text(yaml.safe_dump({"policies": {name: {"online": True}}}))
     with LocalServer(repo, extra_args=("--safety-config", str(config))) as server:

@@ -7,36 +7,18 @@ from __future__ import annotations
 import re
 import urllib.request
 from collections.abc import Iterator
-from pathlib import Path
 
 import numpy as np
 import pytest
+from artifact_cases import untrained_policy
 
 from agentserve import Client, RemoteError
 from agentserve.local_server import LocalServer
 from trainer.envs import make_env
 from trainer.envs.gridworld import GridWorldEnv, optimal_return
-from trainer.loop import RunOptions, train
 
 BANDIT_ENV = "agentserve/BernoulliBandit-v0"
 GRID_ENV = "agentserve/GridWorld-v0"
-
-
-def untrained(repo: Path, tmp: Path, algorithm: str, env_id: str, *overrides: str) -> str:
-    result = train(
-        RunOptions(
-            algorithm=algorithm,
-            env_id=env_id,
-            timesteps=0,
-            out_repo=repo,
-            run_dir=tmp / f"run-{algorithm}",
-            eval_episodes=0,
-            progress=False,
-            overrides=overrides,
-        )
-    )
-    assert result.artifact is not None
-    return result.artifact.parent.name
 
 
 @pytest.fixture(scope="module")
@@ -46,9 +28,9 @@ def online(
     tmp = tmp_path_factory.mktemp("online")
     repo = tmp / "models"
     names = {
-        "ucb1": untrained(repo, tmp, "ucb1", BANDIT_ENV),
-        "epsilon_greedy": untrained(repo, tmp, "epsilon_greedy", BANDIT_ENV, "epsilon=0.02"),
-        "qlearning": untrained(repo, tmp, "qlearning", GRID_ENV),
+        "ucb1": untrained_policy(repo, "ucb1", BANDIT_ENV),
+        "epsilon_greedy": untrained_policy(repo, "epsilon_greedy", BANDIT_ENV, "epsilon=0.02"),
+        "qlearning": untrained_policy(repo, "qlearning", GRID_ENV),
     }
     args: list[str] = ["--snapshot-every", "400", "--watch-interval", "0.5"]
     for name in names.values():

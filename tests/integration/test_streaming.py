@@ -3,7 +3,6 @@ version pinning, RESOURCE_EXHAUSTED under a full queue, and the serving metrics 
 
 from __future__ import annotations
 
-import json
 import re
 import shutil
 import urllib.request
@@ -14,10 +13,10 @@ from pathlib import Path
 import grpc
 import numpy as np
 import pytest
+from artifact_cases import publish_copy
 
 from agentserve import Client, RemoteError
 from agentserve.local_server import LocalServer
-from agentserve.manifest import MANIFEST_FILE
 from agentserve.v1 import agent_pb2, agent_pb2_grpc
 
 CARTPOLE = "cartpole-dqn"
@@ -85,11 +84,7 @@ def test_act_batch_equals_unbatched_acts(client: Client) -> None:
 def two_versions(bundled_repo: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     repo = tmp_path_factory.mktemp("versions")
     shutil.copytree(bundled_repo / CARTPOLE, repo / CARTPOLE)
-    second = repo / CARTPOLE / "2"
-    shutil.copytree(repo / CARTPOLE / "1", second)
-    manifest = json.loads((second / MANIFEST_FILE).read_text())
-    manifest["version"] = 2
-    (second / MANIFEST_FILE).write_text(json.dumps(manifest))
+    publish_copy(repo, CARTPOLE, 2)
     return repo
 
 

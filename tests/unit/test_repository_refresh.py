@@ -3,33 +3,18 @@ the old keep serving, removed ones go, and pins choose the serving default."""
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 
 import pytest
+from artifact_cases import publish_copy
 
 from agentserve.errors import ConfigError
-from agentserve.manifest import MANIFEST_FILE, ONNX_FILE
 from service.metrics import Metrics
 from service.repository import PolicyRepository
 from service.server import default_model_repo
 
 CARTPOLE = "cartpole-dqn"
-
-
-def add_version(repo: Path, version: int, *, broken: bool = False) -> Path:
-    """A copy of version 1 as `version`, written the way exports are (hidden folder, rename)."""
-    hidden = repo / CARTPOLE / f".tmp-{version}"
-    shutil.copytree(repo / CARTPOLE / "1", hidden)
-    manifest = json.loads((hidden / MANIFEST_FILE).read_text())
-    manifest["version"] = version
-    (hidden / MANIFEST_FILE).write_text(json.dumps(manifest))
-    if broken:
-        (hidden / ONNX_FILE).write_bytes(b"broken")
-    target = repo / CARTPOLE / str(version)
-    hidden.rename(target)
-    return target
 
 
 @pytest.fixture
@@ -49,7 +34,7 @@ def test_a_new_version_is_loaded_and_becomes_the_default(repo: Path) -> None:
     repository = PolicyRepository(repo, metrics)
     assert repository.load() == []
     old = repository.get(CARTPOLE)
-    add_version(repo, 2)
+    publish_copy(repo, CARTPOLE, 2)
     refresh = repository.refresh()
     assert repository.get(CARTPOLE) is old  # nothing changes before apply
     assert [p.version for p in refresh.loaded] == [2] and refresh.removed == ()
@@ -64,14 +49,14 @@ def test_a_broken_version_is_reported_once_and_the_old_keeps_serving(repo: Path)
     metrics = Metrics()
     repository = PolicyRepository(repo, metrics)
     repository.load()
-    broken = add_version(repo, 2, broken=True)
+    broken = publish_copy(repo, CARTPOLE, 2, broken=True)
     (failure,) = repository.apply(repository.refresh())
     assert (failure.policy, failure.version) == (CARTPOLE, "2") and "sha256" in failure.reason
     assert repository.get(CARTPOLE).version == 1
     assert repository.apply(repository.refresh()) == []  # unchanged: not retried, not re-reported
     assert value(metrics, "agentserve_policy_load_failures_total", policy=CARTPOLE) == 1
     shutil.rmtree(broken)
-    add_version(repo, 2)  # fixed: a new manifest, so it is tried again
+    publish_copy(repo, CARTPOLE, 2)  # fixed: a new manifest, so it is tried again
     assert repository.apply(repository.refresh()) == []
     assert repository.get(CARTPOLE).version == 2
 
@@ -80,7 +65,7 @@ def test_a_removed_version_is_unloaded(repo: Path) -> None:
     metrics = Metrics()
     repository = PolicyRepository(repo, metrics)
     repository.load()
-    second = add_version(repo, 2)
+    second = publish_copy(repo, CARTPOLE, 2)
     repository.apply(repository.refresh())
     shutil.rmtree(second)
     refresh = repository.refresh()
@@ -91,7 +76,7 @@ def test_a_removed_version_is_unloaded(repo: Path) -> None:
 
 
 def test_pins_choose_the_default_and_follow_the_file(repo: Path, tmp_path: Path) -> None:
-    add_version(repo, 2)
+    publish_copy(repo, CARTPOLE, 2)
     pins = tmp_path / "pins.yaml"
     pins.write_text(f"{CARTPOLE}: 1\n")
     repository = PolicyRepository(repo, Metrics(), pins_file=pins)
