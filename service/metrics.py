@@ -3,11 +3,17 @@
 Labels are bounded: method, status code and `source` are fixed sets, `policy` is a loaded
 policy's name (or `_unknown` for names the server does not have), `version` a loaded version,
 `rule` a safety rule of a loaded policy.
+
+The serving path counts every call, so it looks each label set's child up once (`labels` costs
+microseconds: label checks, string conversions, a lock) and keeps it: `in_flight_of`, `finished`,
+`for_policy` and the `record_*` methods. That is safe because these metrics' children are never
+removed (only `policy_loaded`'s are, and it is not cached).
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -33,6 +39,16 @@ LATENCY_BUCKETS = (
     1.0,
     2.5,
 )
+_Metric = TypeVar("_Metric", Counter, Gauge, Histogram)
+
+
+@dataclass(frozen=True)
+class PolicyMetrics:
+    """The children of one policy version's batching metrics."""
+
+    queue_time: Histogram
+    compute_time: Histogram
+    batch_size: Histogram
 
 
 class Metrics:
@@ -130,7 +146,8 @@ class Metrics:
         )
         self.online_updates = Counter(
             "agentserve_online_updates",
-            "Transitions applied to online-learning policies (acknowledged, write-ahead logged).",
+            "Transitions online-learning policies have learned from (each acknowledged and "
+            "write-ahead logged first).",
             ["policy"],
             registry=self.registry,
         )
@@ -142,7 +159,14 @@ class Metrics:
         )
         self.online_awaiting = Gauge(
             "agentserve_online_awaiting_transitions",
-            "Learner lag: feedback received whose transition waits for the next observation.",
+            "Feedback received whose transition waits for the episode's next observation.",
+            ["policy"],
+            registry=self.registry,
+        )
+        self.online_lag = Gauge(
+            "agentserve_online_learner_lag_transitions",
+            "Learner lag: transitions acknowledged (logged) that the learner has not learned "
+            "from yet (it learns in a thread of its own).",
             ["policy"],
             registry=self.registry,
         )
@@ -164,29 +188,72 @@ class Metrics:
             ["policy"],
             registry=self.registry,
         )
+        self._children: dict[tuple[int, tuple[str, ...]], Counter | Gauge | Histogram] = {}
+        self._in_flight: dict[str, Gauge] = {}
+        self._finished: dict[tuple[str, str, str], tuple[Counter, Histogram]] = {}
+        self._policies: dict[tuple[str, int], PolicyMetrics] = {}
+
+    def child(self, metric: _Metric, *labels: str) -> _Metric:
+        """`metric.labels(*labels)`, looked up once per label set."""
+        key = (id(metric), labels)
+        found = self._children.get(key)
+        if found is None:
+            found = self._children[key] = metric.labels(*labels)
+        return found  # type: ignore[return-value]
+
+    def in_flight_of(self, method: str) -> Gauge:
+        """The `in_flight` gauge of one method."""
+        gauge = self._in_flight.get(method)
+        if gauge is None:
+            gauge = self._in_flight[method] = self.in_flight.labels(method)
+        return gauge
+
+    def finished(self, method: str, policy: str, code: str, seconds: float) -> None:
+        """One answered request (stream message): counted by status code, and timed."""
+        key = (method, policy, code)
+        children = self._finished.get(key)
+        if children is None:
+            children = self._finished[key] = (
+                self.requests.labels(method, policy, code),
+                self.latency.labels(method, policy),
+            )
+        children[0].inc()
+        children[1].observe(seconds)
+
+    def for_policy(self, name: str, version: int) -> PolicyMetrics:
+        """The batching metrics of one policy version."""
+        found = self._policies.get((name, version))
+        if found is None:
+            labels = (name, str(version))
+            found = self._policies[(name, version)] = PolicyMetrics(
+                self.queue_time.labels(*labels),
+                self.compute_time.labels(*labels),
+                self.batch_size.labels(name),
+            )
+        return found
 
     def record_decision(self, policy: str, decision: Decision) -> None:
         """The safety layer's counters for one answered Act request."""
         if decision.masked_by_request:
-            self.masked_actions.labels(policy, "request").inc(decision.masked_by_request)
+            self.child(self.masked_actions, policy, "request").inc(decision.masked_by_request)
         if decision.masked_by_rules:
-            self.masked_actions.labels(policy, "rule").inc(decision.masked_by_rules)
+            self.child(self.masked_actions, policy, "rule").inc(decision.masked_by_rules)
         for fired in decision.fired:
-            self.rule_hits.labels(policy, fired.rule).inc()
+            self.child(self.rule_hits, policy, fired.rule).inc()
         if decision.fallback:
-            self.fallbacks.labels(policy).inc()
+            self.child(self.fallbacks, policy).inc()
         for source in decision.clamp_sources:
-            self.clamps.labels(policy, source).inc()
+            self.child(self.clamps, policy, source).inc()
 
     def record_batch(self, policy: str, batch: BatchDecision) -> None:
         """The safety layer's counters for one answered ActBatch request."""
         if batch.masked_by_request:
-            self.masked_actions.labels(policy, "request").inc(batch.masked_by_request)
+            self.child(self.masked_actions, policy, "request").inc(batch.masked_by_request)
         if batch.masked_by_rules:
-            self.masked_actions.labels(policy, "rule").inc(batch.masked_by_rules)
+            self.child(self.masked_actions, policy, "rule").inc(batch.masked_by_rules)
         for fired in batch.fired:
-            self.rule_hits.labels(policy, fired.rule).inc()
+            self.child(self.rule_hits, policy, fired.rule).inc()
         if batch.fallbacks:
-            self.fallbacks.labels(policy).inc(batch.fallbacks)
+            self.child(self.fallbacks, policy).inc(batch.fallbacks)
         for source in batch.clamp_sources:
-            self.clamps.labels(policy, source).inc()
+            self.child(self.clamps, policy, source).inc()

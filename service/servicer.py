@@ -26,6 +26,11 @@ log = logging.getLogger("agentserve.servicer")
 Request = TypeVar("Request")
 Response = TypeVar("Response")
 Handler = Callable[[Any, Request, grpc.aio.ServicerContext], Awaitable[Response]]
+_OK = grpc.StatusCode.OK
+
+
+def _code_name(code: grpc.StatusCode) -> str:
+    return "OK" if code is _OK else code.name
 
 
 def _rpc(method: str, policy_field: str) -> Callable[[Handler[Any, Any]], Handler[Any, Any]]:
@@ -36,8 +41,9 @@ def _rpc(method: str, policy_field: str) -> Callable[[Handler[Any, Any]], Handle
         @functools.wraps(handler)
         async def run(self: AgentServicer, request: Any, context: grpc.aio.ServicerContext) -> Any:
             start = time.perf_counter()
-            code, details = grpc.StatusCode.OK, ""
-            self.metrics.in_flight.labels(method).inc()
+            code, details = _OK, ""
+            in_flight = self.metrics.in_flight_of(method)
+            in_flight.inc()
             try:
                 return await handler(self, request, context)
             except ServiceError as error:
@@ -46,11 +52,10 @@ def _rpc(method: str, policy_field: str) -> Callable[[Handler[Any, Any]], Handle
                 log.exception("%s failed", method)
                 code, details = grpc.StatusCode.INTERNAL, "internal error (see the server log)"
             finally:
-                self.metrics.in_flight.labels(method).dec()
+                in_flight.dec()
                 name = getattr(request, policy_field) if policy_field else None
                 label = "" if name is None else self.repository.metric_label(name)
-                self.metrics.requests.labels(method, label, code.name).inc()
-                self.metrics.latency.labels(method, label).observe(time.perf_counter() - start)
+                self.metrics.finished(method, label, _code_name(code), time.perf_counter() - start)
             await context.abort(code, details)
 
         return run
@@ -98,6 +103,19 @@ def explanation_message(explanation: Explanation) -> agent_pb2.Explanation:
 
 
 def response_message(decision: Decision, version: int) -> agent_pb2.ActResponse:
+    if (
+        decision.explanation is None
+        and not decision.fallback
+        and not decision.clamp_sources
+        and not isinstance(decision.action, np.ndarray)
+    ):  # the common answer: only the fields it sets (the others keep their defaults)
+        return agent_pb2.ActResponse(
+            discrete_action=decision.action,
+            policy_version=version,
+            probabilities=decision.probabilities.tolist(),
+            propensity=decision.propensity,
+            values=[] if decision.values is None else decision.values.tolist(),
+        )
     if isinstance(decision.action, np.ndarray):
         action: dict[str, Any] = {
             "continuous_action": agent_pb2.ContinuousAction(values=decision.action.tolist())
@@ -189,8 +207,9 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
             )
         return online
 
-    def _feedback(self, request: agent_pb2.FeedbackRequest) -> agent_pb2.FeedbackResponse:
+    async def _feedback(self, request: agent_pb2.FeedbackRequest) -> agent_pb2.FeedbackResponse:
         online = self._online(request.policy)
+        await online.wait_for_learner()
         applied, sequence = online.feedback(
             request.episode_id,
             request.reward,
@@ -209,7 +228,7 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
     async def Feedback(
         self, request: agent_pb2.FeedbackRequest, context: grpc.aio.ServicerContext
     ) -> agent_pb2.FeedbackResponse:
-        return self._feedback(request)
+        return await self._feedback(request)
 
     async def FeedbackStream(
         self,
@@ -219,7 +238,7 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
         """One response per request, in order; a failed one carries `error`."""
         async for request in request_iterator:
             try:
-                response = self._feedback(request)
+                response = await self._feedback(request)
             except ServiceError as error:
                 response = agent_pb2.FeedbackResponse(
                     error=agent_pb2.ActError(code=error.code.name, message=str(error))
@@ -239,6 +258,7 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
         version = 0
         async for transition in request_iterator:
             online = self._online(transition.policy)
+            await online.wait_for_learner()
             action: int | list[float] = (
                 list(transition.continuous_action)
                 if len(transition.continuous_action)
@@ -255,6 +275,7 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
                     "mask": list(transition.action_mask) or None,
                     "next_mask": list(transition.next_action_mask) or None,
                     "id": transition.transition_id,
+                    "propensity": float(transition.propensity),
                 }
             )
             applied += done
@@ -285,8 +306,9 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
         self, request: agent_pb2.ActRequest, context: grpc.aio.ServicerContext
     ) -> agent_pb2.ActResponse:
         start = time.perf_counter()
-        code, details = grpc.StatusCode.OK, ""
-        self.metrics.in_flight.labels("ActStream").inc()
+        code, details = _OK, ""
+        in_flight = self.metrics.in_flight_of("ActStream")
+        in_flight.inc()
         try:
             return await self._act(request, context)
         except ServiceError as error:
@@ -295,10 +317,9 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
             log.exception("ActStream message failed")
             code, details = grpc.StatusCode.INTERNAL, "internal error (see the server log)"
         finally:
-            self.metrics.in_flight.labels("ActStream").dec()
+            in_flight.dec()
             label = self.repository.metric_label(request.policy)
-            self.metrics.requests.labels("ActStream", label, code.name).inc()
-            self.metrics.latency.labels("ActStream", label).observe(time.perf_counter() - start)
+            self.metrics.finished("ActStream", label, _code_name(code), time.perf_counter() - start)
         return agent_pb2.ActResponse(error=agent_pb2.ActError(code=code.name, message=details))
 
     @_rpc("ActBatch", "policy")
@@ -310,9 +331,9 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
         batch = policy.decide_batch(
             request.observations, request.action_masks, request.deterministic, self.rng
         )
-        labels = (policy.name, str(policy.version))
-        self.metrics.compute_time.labels(*labels).observe(time.perf_counter() - started)
-        self.metrics.batch_size.labels(policy.name).observe(len(batch.propensities))
+        metrics = self.metrics.for_policy(policy.name, policy.version)
+        metrics.compute_time.observe(time.perf_counter() - started)
+        metrics.batch_size.observe(len(batch.propensities))
         self.metrics.record_batch(policy.name, batch)
         actions: dict[str, Any] = (
             {"continuous_actions": batch.actions.reshape(-1).tolist()}

@@ -68,6 +68,17 @@ class TransitionBatch:
     next_actions: IntArray | None = None
     """[B] the action the acting policy chose at s', -1 where s' ended the episode (on-policy
     targets such as SARSA's need it); None when the driver does not know it."""
+    log_probs: FloatArray | None = None
+    """[B] log-probability (log density for continuous actions) of each action under the policy
+    that chose it, recorded when it acted. None: the learner's own policy is taken to be that
+    policy (the offline loop, which never acts with an older one). The service passes it: an
+    action may have been chosen by a policy some updates older than the learner (see the
+    policy-gradient learners, which importance-weight by it)."""
+    episode_keys: IntArray | None = None
+    """[B] which trajectory each transition continues: transitions with the same key are
+    consecutive steps of one episode, in the order they arrive. None: row i continues row i of
+    the previous batch (lockstep envs, the offline loop). The service interleaves the episodes
+    of many simulators in one stream and passes one key per episode."""
 
 
 @dataclass
@@ -123,6 +134,14 @@ class Learner(ABC):
     @abstractmethod
     def observe(self, batch: TransitionBatch) -> dict[str, float]:
         """Hands experience in; returns training scalars ({"train/loss": ...}) if it learned."""
+
+    def acting_modules(self) -> tuple[torch.nn.Module, ...]:
+        """The torch modules whose tensors `act` reads (weights, normalizer statistics). The
+        service acts with a replica of the learner and refreshes the replica's acting modules
+        from these after every learning step, so that learning runs in another thread without
+        holding up acting. Empty for learners that act from arrays they update in O(1) per step
+        (tables, bandits): the service then acts with the learner itself."""
+        return ()
 
     @abstractmethod
     def policy_module(self) -> torch.nn.Module:

@@ -231,7 +231,7 @@ class FeedbackResponse(_message.Message):
     def __init__(self, applied: _Optional[bool] = ..., sequence: _Optional[int] = ..., policy_version: _Optional[int] = ..., error: _Optional[_Union[ActError, _Mapping]] = ...) -> None: ...
 
 class Transition(_message.Message):
-    __slots__ = ("policy", "observation", "discrete_action", "continuous_action", "reward", "next_observation", "terminated", "truncated", "action_mask", "next_action_mask", "transition_id")
+    __slots__ = ("policy", "observation", "discrete_action", "continuous_action", "reward", "next_observation", "terminated", "truncated", "action_mask", "next_action_mask", "transition_id", "propensity")
     POLICY_FIELD_NUMBER: _ClassVar[int]
     OBSERVATION_FIELD_NUMBER: _ClassVar[int]
     DISCRETE_ACTION_FIELD_NUMBER: _ClassVar[int]
@@ -243,6 +243,7 @@ class Transition(_message.Message):
     ACTION_MASK_FIELD_NUMBER: _ClassVar[int]
     NEXT_ACTION_MASK_FIELD_NUMBER: _ClassVar[int]
     TRANSITION_ID_FIELD_NUMBER: _ClassVar[int]
+    PROPENSITY_FIELD_NUMBER: _ClassVar[int]
     policy: str
     observation: _containers.RepeatedScalarFieldContainer[float]
     discrete_action: int
@@ -254,7 +255,8 @@ class Transition(_message.Message):
     action_mask: _containers.RepeatedScalarFieldContainer[bool]
     next_action_mask: _containers.RepeatedScalarFieldContainer[bool]
     transition_id: str
-    def __init__(self, policy: _Optional[str] = ..., observation: _Optional[_Iterable[float]] = ..., discrete_action: _Optional[int] = ..., continuous_action: _Optional[_Iterable[float]] = ..., reward: _Optional[float] = ..., next_observation: _Optional[_Iterable[float]] = ..., terminated: _Optional[bool] = ..., truncated: _Optional[bool] = ..., action_mask: _Optional[_Iterable[bool]] = ..., next_action_mask: _Optional[_Iterable[bool]] = ..., transition_id: _Optional[str] = ...) -> None: ...
+    propensity: float
+    def __init__(self, policy: _Optional[str] = ..., observation: _Optional[_Iterable[float]] = ..., discrete_action: _Optional[int] = ..., continuous_action: _Optional[_Iterable[float]] = ..., reward: _Optional[float] = ..., next_observation: _Optional[_Iterable[float]] = ..., terminated: _Optional[bool] = ..., truncated: _Optional[bool] = ..., action_mask: _Optional[_Iterable[bool]] = ..., next_action_mask: _Optional[_Iterable[bool]] = ..., transition_id: _Optional[str] = ..., propensity: _Optional[float] = ...) -> None: ...
 
 class UpdateSummary(_message.Message):
     __slots__ = ("applied", "duplicates", "policy_version")

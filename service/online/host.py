@@ -1,17 +1,22 @@
 """One policy learning online: the learner (the same class and code the offline trainer runs),
 the episodes it is waiting on, and its durability.
 
-- `act`: the learner itself chooses (exploration included). With an episode id the decision is
-  recorded (observation, mask, action, propensity) and written to the write-ahead log.
-- `feedback`: joined with the episode's last decision into a transition (s, a, r, s', done) and
-  handed to `learner.observe`. Without a next observation (episode going on) the transition is
-  completed by the episode's next decision. The record is in the log and fsync'd before the
-  acknowledgement; a `feedback_id` seen before is acknowledged again, never applied twice.
+- `act`: the learner chooses (exploration included; a learner with networks learns in a thread of
+  its own and acts through a replica refreshed after every learning step: service.online.worker).
+  With an episode id the decision is recorded (observation, mask, action, propensity) and written
+  to the write-ahead log.
+- `feedback`: joined with the episode's last decision into a transition (s, a, r, s', done, the
+  action's log-probability when chosen, the episode's key) and handed to the learner. Without a
+  next observation (episode going on) the transition is completed by the episode's next decision.
+  The record is in the log and fsync'd before the acknowledgement; a `feedback_id` seen before is
+  acknowledged again, never applied twice.
 - `update`: explicit transitions, logged and applied the same way.
-- Every `snapshot_every` updates: a snapshot of the whole learner state (safetensors + JSON
-  metadata: episodes, recent ids, log position; temp file, fsync, rename, directory fsync), the
-  log rotates, and the learner's policy is published as a new artifact version that hot reload
-  picks up. Recovery = the newest snapshot + the log records after it (a torn last record is cut).
+- Every `snapshot_every` updates: the log rolls to a new segment, and once the learner has learned
+  from everything logged before, a snapshot of the whole learner state (safetensors + JSON
+  metadata: episodes, recent ids, log position; temp file, fsync, rename, directory fsync) is
+  written, the segments it covers are deleted, and the learner's policy is published as a new
+  artifact version that hot reload picks up. Recovery = the newest snapshot + the log records
+  after it (a torn last record is cut), replayed before the server answers.
 
 Replay is exact because every record carries what it changes: a decision record holds the chosen
 action (nothing is re-drawn), a feedback record the reward and next observation.
@@ -19,8 +24,12 @@ action (nothing is re-drawn), a feedback record the reward and next observation.
 
 from __future__ import annotations
 
+import asyncio
+import copy
+import hashlib
 import json
 import logging
+import math
 import os
 import threading
 from collections import OrderedDict
@@ -38,9 +47,11 @@ from service.errors import FailedPrecondition, InvalidArgument, NotFound
 from service.metrics import Metrics
 from service.online.decision_log import DecisionLog
 from service.online.wal import WriteAheadLog, fsync_directory
+from service.online.worker import LearnerWorker
 from trainer.core.checkpoint import load_checkpoint, save_checkpoint
+from trainer.core.numerics import flushing_denormals
 from trainer.export import export_artifact
-from trainer.learner import Learner, LearnerState, TransitionBatch
+from trainer.learner import LEARNER_RNG_STREAM, Learner, LearnerState, TransitionBatch
 from trainer.rebuild import learner_from_manifest
 
 log = logging.getLogger("agentserve.online")
@@ -50,6 +61,21 @@ MAX_EPISODES = 100_000
 MAX_IDS = 1_000_000
 """Feedback / transition ids remembered for idempotent retries (the oldest forgotten first)."""
 REWARD_HALF_LIFE = 100
+MAX_LAG = 10_000
+"""Transitions the learner may fall behind by; beyond it feedback waits (backpressure)."""
+ACTING_STREAM = 0xAC7
+"""Mixed into the seed of the acting replica's generator (exploration apart from training)."""
+
+
+def episode_key(episode_id: str) -> int:
+    """A stable 63-bit key for an episode id (the same across restarts, for replay)."""
+    digest = hashlib.blake2b(episode_id.encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") >> 1
+
+
+def log_probability(propensity: float) -> float:
+    """log of a recorded propensity (probability or density); NaN when unknown (<= 0)."""
+    return math.log(propensity) if propensity > 0 else math.nan
 
 
 @dataclass
@@ -84,7 +110,7 @@ class FrozenPolicy:
     @classmethod
     def of(cls, learner: Learner) -> FrozenPolicy:
         return cls(
-            learner.policy_module(),
+            copy.deepcopy(learner.policy_module()),  # a table policy shares the live table
             learner.algorithm,
             learner.observation_space,
             learner.action_space,
@@ -122,6 +148,9 @@ class OnlinePolicy:
         self.metrics = metrics
         self.snapshot_every = snapshot_every
         self.learner = learner_from_manifest(manifest)
+        self.worker = LearnerWorker(
+            self.learner, lambda: self._replica(manifest), self.name, self._learned
+        )
         self.discrete = isinstance(manifest.action_space, DiscreteSpec)
         self.observation_size = manifest.observation_space.flat_size
         self.version = manifest.version
@@ -133,7 +162,8 @@ class OnlinePolicy:
         self.reward_mean = 0.0
         self._publisher: threading.Thread | None = None
         self.wal = WriteAheadLog(self.state_dir / "wal")
-        recovered = self._recover()
+        with flushing_denormals():  # as in the learner thread: the same numbers
+            recovered = self._recover()
         trained = int(manifest.training.get("timesteps", 0) or 0)
         if not recovered and trained > 0:
             raise ManifestError(
@@ -143,6 +173,31 @@ class OnlinePolicy:
             )
         # Opened after replay: the decision log holds live decisions only.
         self.decision_log = None if decision_log is None else DecisionLog(decision_log, self.name)
+        self.worker.start()
+
+    @staticmethod
+    def _replica(manifest: Manifest) -> Learner:
+        actor = learner_from_manifest(manifest)
+        actor.rng = np.random.default_rng([actor.seed, LEARNER_RNG_STREAM, ACTING_STREAM])
+        return actor
+
+    def _learned(self) -> None:
+        """After each transition the learner learned from (in the learner's thread)."""
+        self.metrics.online_updates.labels(self.name).inc()
+        self.metrics.online_lag.labels(self.name).set(self.worker.pending)
+
+    @property
+    def lag(self) -> int:
+        return self.worker.pending
+
+    async def wait_for_learner(self) -> None:
+        """Holds a caller while the learner is more than MAX_LAG transitions behind."""
+        while self.worker.pending >= MAX_LAG:
+            await asyncio.sleep(0.005)
+
+    def drain(self, timeout: float | None = None) -> bool:
+        """Waits until the learner has learned from everything acknowledged."""
+        return self.worker.drain(timeout)
 
     # --- Serving --------------------------------------------------------------------------------
 
@@ -154,7 +209,8 @@ class OnlinePolicy:
         episode_id: str,
     ) -> OnlineDecision:
         """`observation` validated, shaped [1, ...]; `mask` [A] (request AND rules) or None."""
-        batch = self.learner.act(observation, None if mask is None else mask[None], deterministic)
+        with self.worker.acting() as actor:
+            batch = actor.act(observation, None if mask is None else mask[None], deterministic)
         action: int | np.ndarray = (
             int(batch.actions[0]) if self.discrete else np.asarray(batch.actions[0], np.float32)
         )
@@ -234,6 +290,7 @@ class OnlinePolicy:
         return True, self._log_durably(record)
 
     def close(self) -> None:
+        self.worker.close()
         self.wal.close()
         if self.decision_log is not None:
             self.decision_log.close()
@@ -264,6 +321,7 @@ class OnlinePolicy:
             if episode is not None and episode.reward is not None:  # s' arrives with this one
                 self.awaiting -= 1
                 self._observe(
+                    record["episode"],
                     episode,
                     episode.reward,
                     record["observation"],
@@ -289,6 +347,7 @@ class OnlinePolicy:
             done = record["terminated"] or record["truncated"]
             if record["next_observation"] or done:
                 self._observe(
+                    record["episode"],
                     episode,
                     record["reward"],
                     record["next_observation"] or episode.observation,
@@ -303,7 +362,10 @@ class OnlinePolicy:
                 self.awaiting += 1
                 self.metrics.online_awaiting.labels(self.name).set(self.awaiting)
         elif kind == "transition":
+            propensity = float(record.get("propensity") or 0.0)
             self._observe_batch(
+                episode_key(f"#transition-{sequence}"),
+                log_probability(propensity),
                 record["observation"],
                 record["action"],
                 record["reward"],
@@ -322,6 +384,7 @@ class OnlinePolicy:
 
     def _observe(
         self,
+        episode_id: str,
         episode: Awaiting,
         reward: float,
         next_observation: list[float],
@@ -331,6 +394,8 @@ class OnlinePolicy:
         truncated: bool,
     ) -> None:
         self._observe_batch(
+            episode_key(episode_id),
+            log_probability(episode.propensity),
             episode.observation,
             episode.action,
             reward,
@@ -344,6 +409,8 @@ class OnlinePolicy:
 
     def _observe_batch(
         self,
+        key: int,
+        log_prob: float,
         observation: list[float],
         action: int | list[float],
         reward: float,
@@ -373,49 +440,56 @@ class OnlinePolicy:
                 if self.discrete
                 else None
             ),
+            log_probs=np.asarray([log_prob], np.float32),
+            episode_keys=np.asarray([key], np.int64),
         )
-        self.learner.observe(batch)
+        self.worker.submit(batch)
         weight = 1.0 - 0.5 ** (1.0 / REWARD_HALF_LIFE)
         self.reward_mean += weight * (float(reward) - self.reward_mean)
-        self.metrics.online_updates.labels(self.name).inc()
         self.metrics.online_reward.labels(self.name).set(self.reward_mean)
+        self.metrics.online_lag.labels(self.name).set(self.worker.pending)
 
     # --- Snapshots, publishing, recovery --------------------------------------------------------
 
     def snapshot(self) -> None:
-        """Durable learner state at the current log position; then the log rotates, and the
-        policy as it is now is published as a new version in the background."""
-        self._start_publish()
-        state = self.learner.state_dict()
-        meta = {
-            **state.meta,
-            "online": {
-                "wal_sequence": self.wal.last_sequence,
-                "episodes": {k: v.to_json() for k, v in self.episodes.items()},
-                "seen": list(self.seen.items()),
-                "version": self.version,
-                "reward_mean": self.reward_mean,
-            },
+        """Rolls the log and asks the learner for a snapshot at this log position; it is written
+        (and the policy as it is then published as a new version) once the learner has learned
+        from every transition logged so far."""
+        covered = self.wal.roll()
+        online = {
+            "wal_sequence": covered,
+            "episodes": {k: v.to_json() for k, v in self.episodes.items()},
+            "seen": list(self.seen.items()),
+            "version": self.version,
+            "reward_mean": self.reward_mean,
         }
-        path = self.state_dir / f"snapshot-{self.wal.last_sequence:020d}.safetensors"
-        save_checkpoint(LearnerState(state.tensors, meta), path)
+        self.updates_since_snapshot = 0
+        self.worker.request(lambda learner: self._write_snapshot(learner, online))
+
+    def _write_snapshot(self, learner: Learner, online: dict[str, Any]) -> None:
+        """In the learner's thread (inline for table learners): durable state, then the log
+        segments it covers go."""
+        covered = int(online["wal_sequence"])
+        self._start_publish(learner, covered)
+        state = learner.state_dict()
+        path = self.state_dir / f"snapshot-{covered:020d}.safetensors"
+        save_checkpoint(LearnerState(state.tensors, {**state.meta, "online": online}), path)
         fsync_directory(self.state_dir)
         for old in sorted(self.state_dir.glob("snapshot-*.safetensors"))[:-2]:
             old.unlink()
-        self.wal.rotate(self.wal.last_sequence)
-        self.updates_since_snapshot = 0
+        self.wal.drop_through(covered)
         self.metrics.online_snapshots.labels(self.name).inc()
 
-    def _start_publish(self) -> None:
+    def _start_publish(self, learner: Learner, covered: int) -> None:
         """Exports the current policy as the next version of the policy in a worker thread (an
         ONNX export takes seconds; Act and Feedback go on meanwhile). One at a time: while one
         runs, later snapshots publish nothing."""
         if self._publisher is not None and self._publisher.is_alive():
             return
-        frozen = FrozenPolicy.of(self.learner)
+        frozen = FrozenPolicy.of(learner)
         training = {
             **self.manifest.training,
-            "online": {"updates": self.learner.num_steps, "wal_sequence": self.wal.last_sequence},
+            "online": {"updates": learner.num_steps, "wal_sequence": covered},
         }
 
         def publish() -> None:

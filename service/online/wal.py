@@ -1,16 +1,18 @@
 """A write-ahead log: numbered records, each made durable before it is acknowledged.
 
 Record layout: little-endian u32 payload length, u32 CRC-32 of (sequence + payload), u64
-sequence number, then the payload. Segments are files `wal-<first sequence>.log`; after a
-snapshot the log rotates to a new segment and segments wholly covered by the snapshot are
-deleted. Replay yields records in order and stops at the first torn or corrupt record (a crash
-in the middle of a write), which it cuts off so appends continue from a clean end.
+sequence number, then the payload. Segments are files `wal-<first sequence>.log`. When a
+snapshot is requested the log rolls to a new segment (`roll`); once the snapshot is durable (the
+learner thread writes it while appends go on) the segments it wholly covers are deleted
+(`drop_through`). Replay yields records in order and stops at the first torn or corrupt record
+(a crash in the middle of a write), which it cuts off so appends continue from a clean end.
 """
 
 from __future__ import annotations
 
 import os
 import struct
+import threading
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
@@ -42,6 +44,9 @@ class WriteAheadLog:
         self.last_sequence = 0
         self.bytes_written = 0
         self._file: Any = None
+        self._path: Path | None = None
+        self._lock = threading.Lock()
+        """Appends and rolls (the event loop) against deletions (the learner thread)."""
 
     def segments(self) -> list[Path]:
         return sorted(self.directory.glob("wal-*.log"))
@@ -75,13 +80,14 @@ class WriteAheadLog:
         """Writes one record (not yet durable: call `sync` before acknowledging it)."""
         if len(payload) > MAX_RECORD:
             raise ConfigError(f"a write-ahead log record of {len(payload)} bytes is too large")
-        if self._file is None:
-            self._open_segment(self.last_sequence + 1)
-        sequence = self.last_sequence + 1
-        self._file.write(HEADER.pack(len(payload), _crc(sequence, payload), sequence) + payload)
-        self.last_sequence = sequence
-        self.bytes_written += HEADER.size + len(payload)
-        return sequence
+        with self._lock:
+            if self._file is None:
+                self._open_segment(self.last_sequence + 1)
+            sequence = self.last_sequence + 1
+            self._file.write(HEADER.pack(len(payload), _crc(sequence, payload), sequence) + payload)
+            self.last_sequence = sequence
+            self.bytes_written += HEADER.size + len(payload)
+            return sequence
 
     def sync(self) -> None:
         """Everything appended so far is on disk when this returns (group commit: one fsync
@@ -90,27 +96,42 @@ class WriteAheadLog:
             self._file.flush()
             os.fsync(self._file.fileno())
 
-    def rotate(self, covered: int) -> None:
-        """After a snapshot covering every record so far (`covered` = the last sequence):
-        delete the segments; the next record starts a new one. A crash before the deletion only
-        leaves records that replay skips (they are not newer than the snapshot)."""
-        if covered != self.last_sequence:
-            raise ValueError("rotate only after a snapshot of everything logged")
-        self.sync()
-        if self._file is not None:
-            self._file.close()
-            self._file = None
-        for segment in self.segments():
-            segment.unlink()
-        fsync_directory(self.directory)
+    def roll(self) -> int:
+        """Ends the current segment (synced); the next record starts a new one. Returns the
+        last sequence written so far: a snapshot of the state up to it will cover the ended
+        segments."""
+        with self._lock:
+            if self._file is not None:
+                self.sync()
+                self._file.close()
+                self._file = None
+                self._path = None
+            return self.last_sequence
+
+    def drop_through(self, covered: int) -> None:
+        """Deletes every segment whose records all have sequences <= `covered` (a durable
+        snapshot holds their effect); the segment being appended to is kept. A crash before a
+        deletion only leaves records that replay skips (they are not newer than the
+        snapshot)."""
+        with self._lock:
+            segments = self.segments()
+            firsts = [int(path.stem.removeprefix("wal-")) for path in segments]
+            ends = [following - 1 for following in firsts[1:]] + [self.last_sequence]
+            doomed = [
+                path
+                for path, end in zip(segments, ends, strict=True)
+                if end <= covered and path != self._path
+            ]
+            for path in doomed:
+                path.unlink()
+            if doomed:
+                fsync_directory(self.directory)
 
     def _open_segment(self, first: int) -> None:
         path = self.directory / f"wal-{first:020d}.log"
         self._file = path.open("ab")
+        self._path = path
         fsync_directory(self.directory)
 
     def close(self) -> None:
-        if self._file is not None:
-            self.sync()
-            self._file.close()
-            self._file = None
+        self.roll()

@@ -139,5 +139,6 @@ def test_feedback_errors_and_idempotent_retries(
         "agentserve_wal_bytes_total",
         "agentserve_online_reward_mean",
         "agentserve_online_awaiting_transitions",
+        "agentserve_online_learner_lag_transitions",
     ):
         assert re.search(rf'^{metric}{{policy="{name}"}} [0-9.e+]+$', text, re.M), metric

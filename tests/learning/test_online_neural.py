@@ -1,7 +1,11 @@
 """Neural learners learned purely online through the gRPC API (slow; `make learning`): an
-untrained export served with --online, a simulator process stepping CartPole-v1 with Act
-(episode ids) and Feedback, until the greedy policy served by the same learner reaches the
-issue's bar over 10 evaluation episodes. Prints the env steps and wall time it took."""
+untrained export served with --online, simulators stepping CartPole-v1 with Act (episode ids)
+and Feedback, until the greedy policy served by the same learner reaches the issue's bar over 10
+evaluation episodes. Prints the env steps and wall time it took.
+
+PPO is driven by four simulators taking turns, so the episodes of all four arrive interleaved in
+one feedback stream while the learner updates in its own thread: its advantages must follow each
+episode, and actions chosen by the policy before an update are importance-weighted."""
 
 from __future__ import annotations
 
@@ -19,10 +23,10 @@ from trainer.envs import make_env
 BUDGET = 150_000
 EVAL_EVERY = 5_000
 CASES = {
-    # algorithm: (preset overrides, greedy mean to reach)
-    "dqn": ((), 475.0),
-    # One simulator drives the policy: longer rollouts than the 8-env preset's.
-    "ppo": (("n_steps=512", "batch_size=64", "n_epochs=10"), 400.0),
+    # algorithm: (preset overrides, simulators, greedy mean to reach)
+    "dqn": ((), 1, 475.0),
+    # One stream of feedback: longer rollouts than the 8-env preset's.
+    "ppo": (("n_steps=512", "batch_size=64", "n_epochs=10"), 4, 400.0),
 }
 
 
@@ -44,7 +48,7 @@ def greedy_return(client: Client, episodes: int, seed: int) -> float:
 @pytest.mark.slow
 @pytest.mark.parametrize("algorithm", list(CASES))
 def test_learns_cartpole_online(algorithm: str, tmp_path: Path) -> None:
-    overrides, bar = CASES[algorithm]
+    overrides, simulators, bar = CASES[algorithm]
     repo = tmp_path / "models"
     name = untrained_policy(repo, algorithm, "CartPole-v1", *overrides)
     args = ("--online", name, "--snapshot-every", "10000", "--watch-interval", "0")
@@ -55,23 +59,25 @@ def test_learns_cartpole_online(algorithm: str, tmp_path: Path) -> None:
     ):
         initial = greedy_return(client, 10, seed=0)
         print(f"untrained greedy mean {initial:.1f}")
-        env = make_env("CartPole-v1")
-        observation, _ = env.reset(seed=0)
-        episode, reached, best = 0, None, 0.0
+        envs = [make_env("CartPole-v1") for _ in range(simulators)]
+        observations = [env.reset(seed=i)[0] for i, env in enumerate(envs)]
+        episodes = [f"sim{i}-ep0" for i in range(simulators)]
+        finished, reached, best = 0, None, 0.0
         for step in range(1, BUDGET + 1):
-            episode_id = f"ep-{episode}"
-            decision = client.act(observation, deterministic=False, episode_id=episode_id)
-            observation, reward, terminated, truncated, _ = env.step(decision.action)
+            i = step % simulators  # the simulators take turns: their episodes interleave
+            decision = client.act(observations[i], deterministic=False, episode_id=episodes[i])
+            observations[i], reward, terminated, truncated, _ = envs[i].step(decision.action)
             client.feedback(
-                episode_id,
+                episodes[i],
                 float(reward),
                 terminated=terminated,
                 truncated=truncated,
-                next_observation=observation,
+                next_observation=observations[i],
             )
             if terminated or truncated:
-                episode += 1
-                observation, _ = env.reset()
+                finished += 1
+                episodes[i] = f"sim{i}-ep{finished}"
+                observations[i], _ = envs[i].reset()
             if step % EVAL_EVERY == 0:
                 best = max(best, greedy_return(client, 10, seed=10_000 + step))
                 print(f"step {step}: greedy mean {best:.1f} ({time.monotonic() - started:.0f} s)")

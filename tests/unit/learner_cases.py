@@ -221,6 +221,17 @@ def run_steps(learner: Learner, steps: int, seed: int = 0) -> None:
         env.close()
 
 
+def observations_and_masks(
+    learner: Learner, count: int, seed: int
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Random observations, and random non-empty masks (None for continuous actions)."""
+    rng = np.random.default_rng(seed)
+    observations = random_observations(learner.observation_space, count, rng)
+    if is_continuous(learner):
+        return observations, None
+    return observations, random_masks(num_actions(learner), count, rng)
+
+
 def random_transitions(learner: Learner, count: int, seed: int) -> list[TransitionBatch]:
     """`count` single-transition batches spread over the learner's spaces."""
     rng = np.random.default_rng(seed)

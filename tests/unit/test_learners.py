@@ -15,10 +15,10 @@ from learner_cases import (
     CONTINUOUS_SETUPS,
     DISCRETE_SETUPS,
     SETUPS,
-    is_continuous,
     make_learner,
     module_outputs,
     num_actions,
+    observations_and_masks,
     random_transitions,
     run_steps,
 )
@@ -29,7 +29,6 @@ from agentserve.spaces import BoxSpec
 from trainer import registry
 from trainer.algos.qlearning import QLearning
 from trainer.core.checkpoint import load_checkpoint, save_checkpoint
-from trainer.export import random_masks, random_observations
 from trainer.learner import Learner, LearnerState, TransitionBatch
 
 TRAIN_STEPS = 300
@@ -46,17 +45,6 @@ def test_every_algorithm_has_a_case(algorithm: str) -> None:
     assert registry.get(algorithm).algorithm == algorithm
 
 
-def observations_and_masks(
-    learner: Learner, count: int, seed: int
-) -> tuple[np.ndarray, np.ndarray | None]:
-    """Random observations, and random non-empty masks (None for continuous actions)."""
-    rng = np.random.default_rng(seed)
-    observations = random_observations(learner.observation_space, count, rng)
-    if is_continuous(learner):
-        return observations, None
-    return observations, random_masks(num_actions(learner), count, rng)
-
-
 def outputs_differ(a: list[np.ndarray], b: list[np.ndarray]) -> bool:
     return any(not np.array_equal(x, y) for x, y in zip(a, b, strict=True))
 
@@ -71,7 +59,7 @@ def assert_same_state(a: LearnerState, b: LearnerState) -> None:
 def states_differ(a: LearnerState, b: LearnerState) -> bool:
     if a.meta != b.meta or sorted(a.tensors) != sorted(b.tensors):
         return True
-    return any(not np.array_equal(a.tensors[k], b.tensors[k]) for k in a.tensors)
+    return any(not np.array_equal(a.tensors[k], b.tensors[k], equal_nan=True) for k in a.tensors)
 
 
 @each_discrete
@@ -194,7 +182,11 @@ def test_state_dict_is_a_snapshot(algorithm: str) -> None:
     copied = LearnerState({k: v.copy() for k, v in state.tensors.items()}, dict(state.meta))
     for transition in random_transitions(learner, 50, seed=7):
         learner.observe(transition)
-    changed = [k for k in state.tensors if not np.array_equal(state.tensors[k], copied.tensors[k])]
+    changed = [
+        k
+        for k in state.tensors
+        if not np.array_equal(state.tensors[k], copied.tensors[k], equal_nan=True)
+    ]
     assert changed == [], "state_dict() arrays change as the learner keeps learning"
 
 

@@ -1,5 +1,5 @@
 """service.online.wal: records come back in order, a torn or corrupt tail is cut off cleanly,
-appends continue after it, and rotation drops what a snapshot covers."""
+appends continue after it, and a durable snapshot drops the segments it covers."""
 
 from __future__ import annotations
 
@@ -48,15 +48,30 @@ def test_a_corrupt_record_ends_the_replay(tmp_path: Path) -> None:
     assert list(WriteAheadLog(tmp_path).replay(0)) == [(1, b"one")]
 
 
-def test_rotation_after_a_snapshot_drops_covered_segments(tmp_path: Path) -> None:
+def test_segments_a_snapshot_covers_are_dropped_while_appends_go_on(tmp_path: Path) -> None:
     log = WriteAheadLog(tmp_path)
     list(log.replay(0))
     for payload in (b"a", b"b"):
         log.append(payload)
-    log.rotate(2)
-    assert log.segments() == []
-    assert log.append(b"c") == 3
+    covered = log.roll()  # a snapshot of the state after record 2 is requested
+    assert covered == 2
+    assert log.append(b"c") == 3  # appends go on while the snapshot is written
+    log.drop_through(covered)  # ... and once it is durable, what it covers goes
+    assert [p.name for p in log.segments()] == [f"wal-{3:020d}.log"]
+    log.drop_through(3)  # the segment being appended to stays, even when covered
+    assert len(log.segments()) == 1
+    assert log.append(b"d") == 4
     log.close()
+    assert list(WriteAheadLog(tmp_path).replay(2)) == [(3, b"c"), (4, b"d")]
+
+
+def test_a_segment_is_kept_until_a_snapshot_covers_all_of_it(tmp_path: Path) -> None:
+    log = WriteAheadLog(tmp_path)
+    list(log.replay(0))
+    for payload in (b"a", b"b", b"c"):
+        log.append(payload)
+    log.roll()
+    log.drop_through(2)  # record 3 is not covered: its segment stays
     assert list(WriteAheadLog(tmp_path).replay(2)) == [(3, b"c")]
-    with pytest.raises(ValueError, match="snapshot"):
-        WriteAheadLog(tmp_path).rotate(99)
+    log.drop_through(3)
+    assert log.segments() == []

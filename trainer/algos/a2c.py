@@ -6,6 +6,11 @@ last observation, then makes one gradient step on
     -mean(log pi(a|s) * A) + vf_coef * mean((R - V(s))^2) - ent_coef * mean(H(pi(.|s)))
 with the gradient norm clipped. Masks apply when acting and in log pi and H. Discrete actions use
 a masked softmax policy, Box actions a Gaussian with a learned log std.
+
+Online, an action chosen by an older policy mu (the service acts while the learner updates; its
+log mu(a|s) comes with the transition) has its policy-gradient term weighted by the truncated
+importance weight min(1, pi(a|s) / mu(a|s)); advantages follow each episode's own steps when the
+episodes of several simulators arrive interleaved (trainer.core.rollout).
 """
 
 from __future__ import annotations
@@ -79,6 +84,9 @@ class A2C(RolloutLearner):
         returns_M = torch.from_numpy(returns_TN.reshape(total))
         params_MP, values_M = self.net(obs_MO)
         log_probs_M, entropy_M = self.head.log_prob_entropy(params_MP, actions_M, mask_MA)
+        weights = r.behavior_weights()  # actions chosen by an older policy (online)
+        if weights is not None:
+            advantages_M = advantages_M * torch.from_numpy(weights)
         policy_loss = -(log_probs_M * advantages_M).mean()
         value_loss = F.mse_loss(values_M, returns_M)
         entropy = entropy_M.mean()

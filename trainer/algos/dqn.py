@@ -278,6 +278,9 @@ class DQN(Learner):
     def extra_scalars(self) -> dict[str, float]:
         return {"rollout/exploration_rate": self.epsilon}
 
+    def acting_modules(self) -> tuple[nn.Module, ...]:
+        return (self.normalizer, self.q_net)
+
     def policy_module(self) -> nn.Module:
         network = copy.deepcopy(nn.Sequential(self.normalizer, self.q_net))
         return QPolicy(network, self.serving_epsilon)

@@ -16,6 +16,11 @@ log-probabilities, the KL and the entropy.
 pi_old is the policy that collected the rollout, evaluated once before the update. The offline
 loop picks the first action of a rollout before the previous update, so that one transition per
 env was sampled by the policy one update older; the ratio treats it as on-policy.
+
+Online, an action may have been chosen by an older policy mu (the service acts while the learner
+updates); its log mu(a|s) comes with the transition. pi_old then stays the proximal policy of the
+clip, and each term is weighted by min(1, pi_old(a|s) / mu(a|s)) (decoupled PPO, Hilton et al.,
+2021, with the weight truncated at 1 as in V-trace): exactly PPO when mu = pi_old.
 """
 
 from __future__ import annotations
@@ -97,11 +102,16 @@ class PPOConfig(PolicyOptions):
 
 
 def clipped_surrogate_loss(
-    ratio_M: torch.Tensor, advantages_M: torch.Tensor, clip_range: float
+    ratio_M: torch.Tensor,
+    advantages_M: torch.Tensor,
+    clip_range: float,
+    weights_M: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """-mean(min(r A, clip(r, 1 - clip_range, 1 + clip_range) A)), r = pi(a|s) / pi_old(a|s)."""
+    """-mean(w min(r A, clip(r, 1 - clip_range, 1 + clip_range) A)), r = pi(a|s) / pi_old(a|s),
+    w the behavior weights (1 when None)."""
     clipped_M = torch.clamp(ratio_M, 1.0 - clip_range, 1.0 + clip_range)
-    return -torch.min(ratio_M * advantages_M, clipped_M * advantages_M).mean()
+    surrogate_M = torch.min(ratio_M * advantages_M, clipped_M * advantages_M)
+    return -(surrogate_M if weights_M is None else surrogate_M * weights_M).mean()
 
 
 def adapt_kl_beta(beta: float, kl: float, target_kl: float) -> float:
@@ -159,9 +169,12 @@ class PPO(RolloutLearner):
                 ratio_M = torch.exp(log_probs_M - mb.old_log_probs)
                 if c.kl_penalty:
                     kl_M = self.head.kl(old_params_MP[mb.rows], params_MP, mb.action_masks)
-                    policy_loss = -(ratio_M * advantages_M).mean() + self.kl_beta * kl_M.mean()
+                    weighted_M = ratio_M if mb.weights is None else ratio_M * mb.weights
+                    policy_loss = -(weighted_M * advantages_M).mean() + self.kl_beta * kl_M.mean()
                 else:
-                    policy_loss = clipped_surrogate_loss(ratio_M, advantages_M, clip_range)
+                    policy_loss = clipped_surrogate_loss(
+                        ratio_M, advantages_M, clip_range, mb.weights
+                    )
                 if c.clip_range_vf is not None:
                     values_M = mb.old_values + torch.clamp(
                         values_M - mb.old_values, -c.clip_range_vf, c.clip_range_vf

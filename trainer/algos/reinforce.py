@@ -1,6 +1,7 @@
 """REINFORCE (Williams, 1992): Monte-Carlo policy gradient, optionally with a learned baseline.
 
-Each env's episode is kept until it ends; its returns G_t = r_t + gamma G_{t+1} are then computed
+Each env's episode (online: each episode, by its key, however the episodes of several simulators
+interleave) is kept until it ends; its returns G_t = r_t + gamma G_{t+1} are then computed
 (a truncated episode with `baseline` starts the recursion from V of its true last observation, a
 terminated one, or any episode without a baseline, from 0). Once `batch_episodes` episodes have
 ended, one gradient step on
@@ -9,10 +10,14 @@ where w = G - V(s) with `baseline` (the value network is then trained too) and w
 `normalize_returns` scales w to zero mean and unit variance per update. Masks apply when acting
 and in log pi and H. Without a baseline the value network exists but is never trained. Discrete
 actions use a masked softmax policy, Box actions a Gaussian with a learned log std.
+
+Online, a step whose action an older policy mu chose (its log mu(a|s) comes with the transition)
+has w multiplied by the truncated importance weight min(1, pi(a|s) / mu(a|s)).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -67,9 +72,9 @@ class ReinforceConfig(PolicyOptions):
             raise ConfigError("batch_episodes must be >= 1")
 
 
-Step = tuple[npt.NDArray[np.float32], npt.NDArray[Any], float, npt.NDArray[np.bool_]]
-"""(observation, action (a 0-d index or a [D] vector), reward, action mask) of one step of an
-open episode."""
+Step = tuple[npt.NDArray[np.float32], npt.NDArray[Any], float, npt.NDArray[np.bool_], float]
+"""(observation, action (a 0-d index or a [D] vector), reward, action mask, log mu(a|s) recorded
+when acting or NaN) of one step of an open episode."""
 
 
 @register
@@ -82,40 +87,39 @@ class Reinforce(PolicyGradientLearner):
         self, observation_space: SpaceSpec, action_space: SpaceSpec, config: Any, seed: int
     ) -> None:
         super().__init__(observation_space, action_space, config, seed)
-        self.open: list[list[Step]] = []
-        """Per env, the steps of its episode in progress."""
+        self.open: dict[int, list[Step]] = {}
+        """Open episodes by key (the env index offline, the episode's key online)."""
         self.finished: list[tuple[npt.NDArray[Any], ...]] = []
-        """(observations_EO, actions_E, masks_EA, returns_E) of each ended episode."""
+        """(observations_EO, actions_E, masks_EA, returns_E, behavior_log_probs_E) of each ended
+        episode."""
 
     def observe(self, batch: TransitionBatch) -> dict[str, float]:
         n_envs = len(batch.actions)
-        if len(self.open) != n_envs:
-            if any(self.open):
-                raise ConfigError(f"episodes of {len(self.open)} envs are open; got {n_envs}")
-            self.open = [[] for _ in range(n_envs)]
         self.observe_normalizer(batch)
         masks = self._masks(batch.action_masks, n_envs)
         observations = np.asarray(batch.observations, dtype=np.float32).reshape(n_envs, -1)
         actions = np.asarray(batch.actions, dtype=self.head.action_dtype).reshape(
             n_envs, *self.head.action_shape
         )
-        for i in range(n_envs):
-            step = (observations[i], actions[i], float(batch.rewards[i]), masks[i])
-            self.open[i].append(step)
+        keys = range(n_envs) if batch.episode_keys is None else batch.episode_keys.tolist()
+        behavior = [math.nan] * n_envs if batch.log_probs is None else batch.log_probs.tolist()
+        for i, key in enumerate(keys):
+            step = (observations[i], actions[i], float(batch.rewards[i]), masks[i], behavior[i])
+            self.open.setdefault(key, []).append(step)
             if batch.terminated[i] or batch.truncated[i]:
                 bootstrap = 0.0
                 if batch.truncated[i] and not batch.terminated[i] and self.config.baseline:
                     with torch.no_grad():
                         last_O = torch.as_tensor(batch.next_observations[i], dtype=torch.float32)
                         bootstrap = float(self.net.value(last_O.reshape(1, -1))[0])
-                self._finish(i, bootstrap)
+                self._finish(key, bootstrap)
         self.num_steps += n_envs
         if len(self.finished) < self.config.batch_episodes:
             return {}
         return self._update()
 
-    def _finish(self, env: int, bootstrap: float) -> None:
-        steps = self.open[env]
+    def _finish(self, key: int, bootstrap: float) -> None:
+        steps = self.open.pop(key)
         rewards_E = np.array([s[2] for s in steps], dtype=np.float32)
         self.finished.append(
             (
@@ -123,13 +127,13 @@ class Reinforce(PolicyGradientLearner):
                 np.stack([s[1] for s in steps]),
                 np.stack([s[3] for s in steps]),
                 discounted_returns(rewards_E, self.config.gamma, bootstrap),
+                np.array([s[4] for s in steps], dtype=np.float32),
             )
         )
-        self.open[env] = []
 
     def _update(self) -> dict[str, float]:
         c = self.config
-        obs_MO, actions_M, masks_MA, returns_M = (
+        obs_MO, actions_M, masks_MA, returns_M, behavior_M = (
             torch.from_numpy(np.concatenate(parts)) for parts in zip(*self.finished, strict=True)
         )
         self.finished = []
@@ -140,6 +144,11 @@ class Reinforce(PolicyGradientLearner):
         weights_M = returns_M - values_M.detach() if c.baseline else returns_M
         if c.normalize_returns and len(weights_M) > 1:
             weights_M = (weights_M - weights_M.mean()) / (weights_M.std() + 1e-8)
+        recorded_M = ~torch.isnan(behavior_M)
+        if bool(recorded_M.any()):  # actions an older policy chose (online): truncated IS
+            log_ratio_M = log_probs_M.detach() - torch.where(recorded_M, behavior_M, 0.0)
+            importance_M = torch.exp(torch.clamp(log_ratio_M, max=0.0))
+            weights_M = weights_M * torch.where(recorded_M, importance_M, 1.0)
         policy_loss = -(log_probs_M * weights_M).mean()
         entropy = entropy_M.mean()
         loss = policy_loss - c.ent_coef * entropy
@@ -158,12 +167,11 @@ class Reinforce(PolicyGradientLearner):
     def _state_tensors(self) -> dict[str, npt.NDArray[Any]]:
         obs_size, n = self.obs_size, self.num_actions
         shape, dtype = self.head.action_shape, self.head.action_dtype
-        open_steps = [(i, s) for i, steps in enumerate(self.open) for s in steps]
-        finished = list(zip(*self.finished, strict=True)) or [[], [], [], []]
+        open_steps = [(key, s) for key, steps in self.open.items() for s in steps]
+        finished = list(zip(*self.finished, strict=True)) or [[], [], [], [], []]
         return {
             **self._network_tensors(),
-            "open.n_envs": np.array([len(self.open)], dtype=np.int64),
-            "open.env": np.array([i for i, _ in open_steps], dtype=np.int64),
+            "open.key": np.array([key for key, _ in open_steps], dtype=np.int64),
             "open.observations": np.array([s[0] for _, s in open_steps], np.float32).reshape(
                 -1, obs_size
             ),
@@ -174,6 +182,7 @@ class Reinforce(PolicyGradientLearner):
             "open.masks": np.array([s[3] for _, s in open_steps], np.bool_).reshape(
                 len(open_steps), n
             ),
+            "open.behavior_log_probs": np.array([s[4] for _, s in open_steps], np.float32),
             "finished.lengths": np.array([len(e[1]) for e in self.finished], dtype=np.int64),
             "finished.observations": np.concatenate(
                 [np.zeros((0, obs_size), np.float32), *finished[0]]
@@ -181,24 +190,35 @@ class Reinforce(PolicyGradientLearner):
             "finished.actions": np.concatenate([np.zeros((0, *shape), dtype), *finished[1]]),
             "finished.masks": np.concatenate([np.zeros((0, n), np.bool_), *finished[2]]),
             "finished.returns": np.concatenate([np.zeros(0, np.float32), *finished[3]]),
+            "finished.behavior_log_probs": np.concatenate([np.zeros(0, np.float32), *finished[4]]),
         }
 
     def _load_state_tensors(self, tensors: dict[str, npt.NDArray[Any]]) -> None:
         self._load_network_tensors(tensors)
-        self.open = [[] for _ in range(int(tensors["open.n_envs"][0]))]
-        for k, env in enumerate(tensors["open.env"]):
-            self.open[int(env)].append(
+        self.open = {}
+        keys = tensors.get("open.key", tensors.get("open.env", np.zeros(0, np.int64)))
+        behavior = tensors.get("open.behavior_log_probs", np.full(len(keys), np.nan, np.float32))
+        for k, key in enumerate(keys):
+            self.open.setdefault(int(key), []).append(
                 (
                     np.array(tensors["open.observations"][k], dtype=np.float32),
                     np.array(tensors["open.actions"][k], dtype=self.head.action_dtype),
                     float(tensors["open.rewards"][k]),
                     np.array(tensors["open.masks"][k], dtype=np.bool_),
+                    float(behavior[k]),
                 )
             )
-        ends = np.cumsum(tensors["finished.lengths"])
-        starts = ends - tensors["finished.lengths"]
+        lengths = tensors["finished.lengths"]
+        ends = np.cumsum(lengths)
+        starts = ends - lengths
+        finished_behavior = tensors.get(
+            "finished.behavior_log_probs", np.full(int(lengths.sum()), np.nan, np.float32)
+        )
         names = ("observations", "actions", "masks", "returns")
         self.finished = [
-            tuple(np.array(tensors[f"finished.{name}"][a:b]) for name in names)
+            (
+                *(np.array(tensors[f"finished.{name}"][a:b]) for name in names),
+                np.array(finished_behavior[a:b], dtype=np.float32),
+            )
             for a, b in zip(starts, ends, strict=True)
         ]

@@ -154,6 +154,9 @@ class PolicyGradientLearner(Learner):
         self.optimizer.step()
         self.num_updates += 1
 
+    def acting_modules(self) -> tuple[nn.Module, ...]:
+        return (self.net,)  # normalizer, actor, critic and (Gaussian) log std
+
     def policy_module(self) -> nn.Module:
         return self.head.policy_module(self.net.exported_actor())
 
@@ -196,6 +199,8 @@ class RolloutLearner(PolicyGradientLearner):
             batch.terminated,
             batch.truncated,
             self._masks(batch.action_masks, len(batch.actions)),
+            batch.log_probs,
+            batch.episode_keys,
         )
         self.num_steps += len(batch.actions)
         if not self.rollout.full:
@@ -209,6 +214,7 @@ class RolloutLearner(PolicyGradientLearner):
             self.rollout.truncated_TN,
             self.config.gamma,
             self.config.gae_lambda,
+            self.rollout.episode_keys(),
         )
         scalars = self.update(advantages_TN, returns_TN)
         self.rollout.reset()

@@ -4,6 +4,12 @@ Only what the environment gave is stored while collecting (observations, actions
 true next observations, terminated / truncated, the action masks the actions were chosen under);
 values and log-probabilities are filled in once per update, in one batched pass, by the networks
 that collected the rollout (they do not change during a rollout).
+
+Online (the service), two more things come with each transition: the log-probability the acting
+policy gave its action, recorded when it acted (that policy may be an update older than the
+learner's networks: the learner learns in another thread), and an episode key (the episodes of
+many simulators arrive interleaved in one stream). Advantages then follow each episode's own
+successor row, and `behavior_weights` gives each row its truncated importance weight.
 """
 
 from __future__ import annotations
@@ -16,7 +22,7 @@ import numpy.typing as npt
 import torch
 
 from agentserve.errors import ConfigError
-from trainer.learner import ActionArray, BoolArray, FloatArray
+from trainer.learner import ActionArray, BoolArray, FloatArray, IntArray
 
 
 class RolloutMinibatch(NamedTuple):
@@ -39,6 +45,10 @@ class RolloutMinibatch(NamedTuple):
     """[M] advantages + old values."""
     rows: torch.Tensor
     """[M] row indices into the flattened rollout (to look up per-transition data computed once)."""
+    weights: torch.Tensor | None
+    """[M] truncated importance weights min(1, pi_old(a|s) / mu(a|s)) of actions chosen by an
+    older policy mu (`RolloutBuffer.behavior_weights`); None when every action was chosen by
+    pi_old itself."""
 
 
 def compute_gae(
@@ -49,6 +59,7 @@ def compute_gae(
     truncated_TN: BoolArray,
     gamma: float,
     gae_lambda: float,
+    keys_TN: IntArray | None = None,
 ) -> tuple[FloatArray, FloatArray]:
     """(advantages_TN, returns_TN) by GAE(lambda) (Schulman et al., 2016).
 
@@ -57,17 +68,40 @@ def compute_gae(
     observation, a terminated one does not bootstrap. The advantage recursion
     A_t = delta_t + gamma * lambda * A_{t+1} stops at every episode end (terminated or truncated),
     and the last step of the rollout bootstraps through V(s'_T) alone. returns = A + V.
+    With `keys_TN` (episode keys, see `episode_gae`) the step after row t is the next row of its
+    episode instead of row t + 1 of its env column.
     """
     steps = len(rewards_TN)
     not_terminal_TN = 1.0 - terminated_TN.astype(np.float32)
     not_done_TN = 1.0 - (terminated_TN | truncated_TN).astype(np.float32)
     deltas_TN = rewards_TN + gamma * not_terminal_TN * next_values_TN - values_TN
+    if keys_TN is not None:
+        advantages_TN = episode_gae(deltas_TN, not_done_TN, keys_TN, gamma * gae_lambda)
+        return advantages_TN, (advantages_TN + values_TN).astype(np.float32)
     advantages_TN = np.zeros_like(deltas_TN, dtype=np.float32)
     running_N = np.zeros(deltas_TN.shape[1:], dtype=np.float32)
     for t in reversed(range(steps)):
         running_N = deltas_TN[t] + gamma * gae_lambda * not_done_TN[t] * running_N
         advantages_TN[t] = running_N
     return advantages_TN, (advantages_TN + values_TN).astype(np.float32)
+
+
+def episode_gae(
+    deltas_TN: FloatArray, not_done_TN: BoolArray | FloatArray, keys_TN: IntArray, decay: float
+) -> FloatArray:
+    """GAE's recursion A = delta + decay * not_done * A(successor) when the rows of several
+    episodes are interleaved: a row's successor is the next row (in time-major order) with the
+    same episode key; a row without one in the rollout bootstraps through its delta alone."""
+    deltas = deltas_TN.reshape(-1)
+    not_done = np.asarray(not_done_TN, dtype=np.float32).reshape(-1)
+    keys = keys_TN.reshape(-1).tolist()
+    advantages = np.zeros(len(deltas), dtype=np.float32)
+    following: dict[int, float] = {}
+    for i in reversed(range(len(deltas))):
+        advantage = float(deltas[i]) + decay * float(not_done[i]) * following.get(keys[i], 0.0)
+        advantages[i] = advantage
+        following[keys[i]] = advantage
+    return advantages.reshape(deltas_TN.shape)
 
 
 def discounted_returns(rewards_T: FloatArray, gamma: float, bootstrap: float = 0.0) -> FloatArray:
@@ -114,6 +148,12 @@ class RolloutBuffer:
         self.values_TN = np.zeros(shape, dtype=np.float32)
         self.next_values_TN = np.zeros(shape, dtype=np.float32)
         self.log_probs_TN = np.zeros(shape, dtype=np.float32)
+        self.behavior_log_probs_TN = np.full(shape, np.nan, dtype=np.float32)
+        """log mu(a|s) recorded when acting; NaN where not recorded (mu = pi_old)."""
+        self.keys_TN = np.zeros(shape, dtype=np.int64)
+        """Episode keys; the env column index where none was given."""
+        self.keyed = False
+        """Whether any step of the rollout came with episode keys."""
 
     @property
     def full(self) -> bool:
@@ -128,6 +168,8 @@ class RolloutBuffer:
         terminated: BoolArray,
         truncated: BoolArray,
         action_masks: BoolArray,
+        log_probs: FloatArray | None = None,
+        keys: IntArray | None = None,
     ) -> None:
         n_envs = len(actions)
         if n_envs != self.n_envs:
@@ -144,10 +186,32 @@ class RolloutBuffer:
         self.terminated_TN[t] = terminated
         self.truncated_TN[t] = truncated
         self.action_masks_TNA[t] = action_masks
+        self.behavior_log_probs_TN[t] = np.nan if log_probs is None else log_probs
+        self.keys_TN[t] = np.arange(n_envs) if keys is None else keys
+        self.keyed = self.keyed or keys is not None
         self.pos += 1
 
     def reset(self) -> None:
         self.pos = 0
+        self.keyed = False
+
+    def episode_keys(self) -> IntArray | None:
+        """[T, N] episode keys of the collected steps when any were given, else None (each env
+        column is one stream of consecutive steps)."""
+        return self.keys_TN[: self.pos] if self.keyed else None
+
+    def behavior_weights(self) -> FloatArray | None:
+        """[T * N] truncated importance weights min(1, exp(log pi_old - log mu)) (1 where mu was
+        not recorded), from `log_probs_TN` as `evaluate` filled them; None when mu was recorded
+        nowhere. Truncation at 1 (as V-trace and Retrace do) bounds the variance that a stale
+        action's large ratio would bring, at the price of some bias."""
+        recorded = self.behavior_log_probs_TN[: self.pos].reshape(-1)
+        known = ~np.isnan(recorded)
+        if not known.any():
+            return None
+        log_ratio = self.log_probs_TN[: self.pos].reshape(-1) - np.where(known, recorded, 0.0)
+        weights = np.minimum(1.0, np.exp(np.minimum(log_ratio, 0.0)))
+        return np.where(known, weights, 1.0).astype(np.float32)
 
     def flat_masks(self) -> BoolArray | None:
         """[T * N, A] masks of the collected steps, or None when every action was allowed."""
@@ -173,6 +237,7 @@ class RolloutBuffer:
             "returns": returns_TN[: self.pos].reshape(total),
         }
         masks = self.flat_masks()
+        weights = self.behavior_weights()
         order = rng.permutation(total)
         for start in range(0, total, batch_size):
             rows = order[start : start + batch_size]
@@ -180,6 +245,7 @@ class RolloutBuffer:
                 **{k: torch.from_numpy(v[rows]) for k, v in flat.items()},
                 action_masks=None if masks is None else torch.from_numpy(masks[rows]),
                 rows=torch.from_numpy(rows),
+                weights=None if weights is None else torch.from_numpy(weights[rows]),
             )
 
     _STORED = (
@@ -190,12 +256,15 @@ class RolloutBuffer:
         "terminated_TN",
         "truncated_TN",
         "action_masks_TNA",
+        "behavior_log_probs_TN",
+        "keys_TN",
     )
 
     def state_tensors(self, prefix: str) -> dict[str, npt.NDArray[Any]]:
         """The collected part of the rollout (values and log-probabilities are recomputed)."""
         out = {f"{prefix}{name}": getattr(self, name)[: self.pos].copy() for name in self._STORED}
         out[f"{prefix}n_envs"] = np.array([self.n_envs], dtype=np.int64)
+        out[f"{prefix}keyed"] = np.array([self.keyed], dtype=np.bool_)
         return out
 
     def load_state_tensors(self, tensors: dict[str, npt.NDArray[Any]], prefix: str) -> None:
@@ -204,4 +273,6 @@ class RolloutBuffer:
         if self.pos > self.n_steps:
             raise ConfigError(f"checkpoint rollout has {self.pos} steps; n_steps is {self.n_steps}")
         for name in self._STORED:
-            getattr(self, name)[: self.pos] = tensors[prefix + name]
+            if prefix + name in tensors:  # (older snapshots lack the online fields)
+                getattr(self, name)[: self.pos] = tensors[prefix + name]
+        self.keyed = bool(tensors.get(f"{prefix}keyed", np.zeros(1, np.bool_))[0])

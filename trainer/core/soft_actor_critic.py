@@ -214,6 +214,9 @@ class SoftActorCriticLearner(Learner):
         noise_seed = np.random.SeedSequence([seed, NOISE_STREAM]).generate_state(1, np.uint64)[0]
         self.generator.manual_seed(int(noise_seed))
 
+    def acting_modules(self) -> tuple[nn.Module, ...]:
+        return (self.actor,)  # the normalizer is its first module
+
     @abstractmethod
     def make_networks(self) -> tuple[nn.Module, EnsembleMLP]:
         """The actor (with `self.normalizer` as its first module) and the twin critic."""

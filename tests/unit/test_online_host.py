@@ -1,0 +1,107 @@
+"""service.online.host with a learner that learns in its own thread: the snapshots it takes while
+feedback keeps coming match the log positions they name, so a restart (newest snapshot + the log
+after it) rebuilds exactly the learner that was running; feedback waits while the learner is
+too far behind."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+from artifact_cases import untrained_policy
+
+from agentserve.manifest import load_manifest
+from service.metrics import Metrics
+from service.online import host
+from service.online.host import OnlinePolicy
+from trainer.envs import make_env
+from trainer.learner import TransitionBatch
+
+SMALL = {
+    "dqn": ("net_arch=[32, 32]", "learning_starts=50", "train_freq=2", "batch_size=16"),
+    "ppo": ("net_arch=[32, 32]", "n_steps=64", "batch_size=32", "n_epochs=2"),
+}
+
+
+def drive(online: OnlinePolicy, steps: int, simulators: int = 3) -> None:
+    """CartPole simulators taking turns: Act with an episode id, then Feedback."""
+    envs = [make_env("CartPole-v1") for _ in range(simulators)]
+    observations = [env.reset(seed=i)[0] for i, env in enumerate(envs)]
+    episodes = [0] * simulators
+    for step in range(steps):
+        i = step % simulators
+        episode = f"sim{i}-{episodes[i]}"
+        observation = np.asarray(observations[i], np.float32)[None]
+        decision = online.act(observation, None, deterministic=False, episode_id=episode)
+        observations[i], reward, terminated, truncated, _ = envs[i].step(decision.action)
+        online.feedback(
+            episode,
+            float(reward),
+            bool(terminated),
+            bool(truncated),
+            list(map(float, observations[i])),
+            decision.event_id,
+            f"{episode}-{step}",
+            [],
+        )
+        if terminated or truncated:
+            episodes[i] += 1
+            observations[i], _ = envs[i].reset()
+
+
+@pytest.mark.parametrize("algorithm", sorted(SMALL))
+def test_a_restart_rebuilds_the_learner_that_was_running(algorithm: str, tmp_path: Path) -> None:
+    repo = tmp_path / "models"
+    name = untrained_policy(repo, algorithm, "CartPole-v1", *SMALL[algorithm])
+    manifest = load_manifest(repo / name / "1").manifest
+    online = OnlinePolicy(manifest, tmp_path / "state", repo, Metrics(), snapshot_every=70)
+    try:
+        assert online.worker.background
+        drive(online, 400)
+        assert online.drain(timeout=120)
+        running = online.learner.state_dict()
+    finally:
+        online.close()
+    assert running.meta["num_updates"] > 0
+    assert len(list((tmp_path / "state" / name).glob("snapshot-*"))) >= 1
+    restarted = OnlinePolicy(manifest, tmp_path / "state", repo, Metrics(), snapshot_every=70)
+    try:
+        rebuilt = restarted.learner.state_dict()
+    finally:
+        restarted.close()
+    assert rebuilt.meta["num_steps"] == running.meta["num_steps"] == 400
+    assert rebuilt.tensors.keys() == running.tensors.keys()
+    for key, value in rebuilt.tensors.items():
+        np.testing.assert_array_equal(value, running.tensors[key], err_msg=key)
+
+
+def test_feedback_waits_while_the_learner_is_too_far_behind(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    repo = tmp_path / "models"
+    name = untrained_policy(repo, "dqn", "CartPole-v1", *SMALL["dqn"])
+    manifest = load_manifest(repo / name / "1").manifest
+    monkeypatch.setattr(host, "MAX_LAG", 2)
+    online = OnlinePolicy(manifest, tmp_path / "state", repo, Metrics())
+    release = threading.Event()
+    real_observe = online.learner.observe
+
+    def stuck(batch: TransitionBatch) -> dict[str, float]:
+        assert release.wait(timeout=60)
+        return real_observe(batch)
+
+    online.learner.observe = stuck  # type: ignore[method-assign]
+    try:
+        drive(online, 2, simulators=1)  # two transitions in hand (the first one stuck)
+        assert online.lag == 2
+        with pytest.raises(TimeoutError):
+            asyncio.run(asyncio.wait_for(online.wait_for_learner(), timeout=0.5))
+        release.set()
+        asyncio.run(asyncio.wait_for(online.wait_for_learner(), timeout=30))
+        assert online.drain(timeout=30)
+    finally:
+        release.set()
+        online.close()
