@@ -3,9 +3,9 @@ that a feedback completes, as one JSON line in `DIR/<policy>/decisions-<n>.jsonl
 and off-policy evaluation (`agentserve evaluate-log`, agentserve.ope).
 
 Keys (agentserve.ope.RECORD_FIELDS): time (UNIX seconds when the feedback completed it), policy,
-version (the policy's latest published version then), episode_id, event_id (the decision's
-write-ahead-log sequence), observation, action_mask (the mask the learner chose under: the
-request's AND the safety rules'; null = all allowed), action, propensity (the learner's
+version (the policy's published version when the decision was made), episode_id, event_id (the
+decision's write-ahead-log sequence), observation, action_mask (the mask the learner chose under:
+the request's AND the safety rules'; null = all allowed), action, propensity (the learner's
 probability of that action, exploration included), reward, terminated, truncated, step (the
 decision's index within its episode, counted by this process: it restarts at 0 after a restart).
 

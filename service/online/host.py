@@ -89,6 +89,8 @@ class Awaiting:
     action: int | list[float]
     propensity: float
     reward: float | None = None
+    version: int = 0
+    """The published policy version when the decision was made (0: not recorded)."""
 
     def to_json(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -224,6 +226,7 @@ class OnlinePolicy:
                 "mask": None if mask is None else mask.tolist(),
                 "action": action if isinstance(action, int) else action.tolist(),
                 "propensity": propensity,
+                "version": self.version,
             }
             sequence = self._append(record)
             event_id = str(sequence)
@@ -275,7 +278,7 @@ class OnlinePolicy:
         sequence = self._log_durably(record)
         if self.decision_log is not None:  # the decision this feedback completed
             self.decision_log.write(
-                self.version, episode_id, episode, reward, terminated, truncated
+                episode.version or self.version, episode_id, episode, reward, terminated, truncated
             )
         return True, sequence
 
@@ -336,6 +339,7 @@ class OnlinePolicy:
                 record["mask"],
                 record["action"],
                 record["propensity"],
+                version=int(record.get("version", 0)),
             )
             while len(self.episodes) > MAX_EPISODES:
                 _, forgotten = self.episodes.popitem(last=False)

@@ -105,3 +105,25 @@ def test_feedback_waits_while_the_learner_is_too_far_behind(
     finally:
         release.set()
         online.close()
+
+
+def test_a_decision_records_the_version_that_made_it(tmp_path: Path) -> None:
+    repo = tmp_path / "models"
+    name = untrained_policy(repo, "dqn", "CartPole-v1", *SMALL["dqn"])
+    manifest = load_manifest(repo / name / "1").manifest
+    online = OnlinePolicy(manifest, tmp_path / "state", repo, Metrics())
+    observation = np.zeros((1, 4), np.float32)
+    try:
+        online.act(observation, None, deterministic=False, episode_id="early")
+        online.version = 7  # as a publish does
+        online.act(observation, None, deterministic=False, episode_id="late")
+        assert (online.episodes["early"].version, online.episodes["late"].version) == (1, 7)
+        online.wal.sync()
+    finally:
+        online.close()
+    restarted = OnlinePolicy(manifest, tmp_path / "state", repo, Metrics())
+    try:  # replayed from the log
+        assert restarted.episodes["early"].version == 1
+        assert restarted.episodes["late"].version == 7
+    finally:
+        restarted.close()
