@@ -27,9 +27,11 @@ def publish_copy(repo: Path, name: str, version: int, *, broken: bool = False) -
     return target
 
 
-def untrained_policy(repo: Path, algorithm: str, env_id: str, *overrides: str) -> str:
+def untrained_policy(
+    repo: Path, algorithm: str, env_id: str, *overrides: str, name: str = ""
+) -> str:
     """Exports an untrained policy into `repo` (`agentserve train --timesteps 0`) to be learned
-    online; returns its name."""
+    online; returns its name (`name`, or the default one for the env and algorithm)."""
     with tempfile.TemporaryDirectory() as run_dir:
         result = train(
             RunOptions(
@@ -41,6 +43,7 @@ def untrained_policy(repo: Path, algorithm: str, env_id: str, *overrides: str) -
                 eval_episodes=0,
                 progress=False,
                 overrides=overrides,
+                name=name or None,
             )
         )
     assert result.artifact is not None

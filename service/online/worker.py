@@ -102,6 +102,7 @@ class LearnerWorker:
     def submit(self, batch: TransitionBatch) -> None:
         if self._thread is None:
             self._observe(batch)
+            self.on_observed()
             return
         with self._idle:
             self._pending += 1
@@ -155,7 +156,6 @@ class LearnerWorker:
         # Every step: statistics and the step count (exploration schedules follow it); after a
         # learning step: the weights too.
         self.sync(weights=self.learner.num_updates != updates)
-        self.on_observed()
 
     def _run(self) -> None:
         with flushing_denormals():
@@ -174,3 +174,4 @@ class LearnerWorker:
                     self._pending -= 1
                     if self._pending == 0:
                         self._idle.notify_all()
+                self.on_observed()
