@@ -1,4 +1,5 @@
-"""One table entry per registered algorithm: a small env and fast hyperparameters.
+"""One table entry per registered algorithm: a small env and fast hyperparameters (shared by the
+unit and integration tests).
 
 A new algorithm only needs a new `CASES` entry; every parametrized learner and export test then
 covers it (`test_learners.test_every_algorithm_has_a_case` fails until it has one). An algorithm
