@@ -220,6 +220,7 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
             request.feedback_id,
             list(request.next_action_mask),
         )
+        await online.durable(sequence)
         return agent_pb2.FeedbackResponse(
             applied=applied, sequence=sequence, policy_version=online.version
         )
@@ -254,6 +255,7 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
         request_iterator: AsyncIterator[agent_pb2.Transition],
         context: grpc.aio.ServicerContext,
     ) -> agent_pb2.UpdateSummary:
+        logged: dict[OnlinePolicy, int] = {}
         applied = duplicates = 0
         version = 0
         async for transition in request_iterator:
@@ -264,7 +266,7 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
                 if len(transition.continuous_action)
                 else int(transition.discrete_action)
             )
-            done, _ = online.update(
+            done, sequence = online.update(
                 {
                     "observation": list(transition.observation),
                     "action": action,
@@ -278,9 +280,12 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
                     "propensity": float(transition.propensity),
                 }
             )
+            logged[online] = max(logged.get(online, 0), sequence)
             applied += done
             duplicates += not done
             version = online.version
+        for online, sequence in logged.items():  # one group commit for the stream
+            await online.durable(sequence)
         return agent_pb2.UpdateSummary(
             applied=applied, duplicates=duplicates, policy_version=version
         )

@@ -8,8 +8,8 @@ the episodes it is waiting on, and its durability.
 - `feedback`: joined with the episode's last decision into a transition (s, a, r, s', done, the
   action's log-probability when chosen, the episode's key) and handed to the learner. Without a
   next observation (episode going on) the transition is completed by the episode's next decision.
-  The record is in the log and fsync'd before the acknowledgement; a `feedback_id` seen before is
-  acknowledged again, never applied twice.
+  The record is in the log and fsync'd (group commit, off the event loop: `durable`) before the
+  acknowledgement; a `feedback_id` seen before is acknowledged again, never applied twice.
 - `update`: explicit transitions, logged and applied the same way.
 - Every `snapshot_every` updates: the log rolls to a new segment, and once the learner has learned
   from everything logged before, a snapshot of the whole learner state (safetensors + JSON
@@ -163,6 +163,7 @@ class OnlinePolicy:
         self.updates_since_snapshot = 0
         self.reward_mean = 0.0
         self._publisher: threading.Thread | None = None
+        self._syncing: asyncio.Future[int] | None = None
         self.wal = WriteAheadLog(self.state_dir / "wal")
         with flushing_denormals():  # as in the learner thread: the same numbers
             recovered = self._recover()
@@ -196,6 +197,16 @@ class OnlinePolicy:
         """Holds a caller while the learner is more than MAX_LAG transitions behind."""
         while self.worker.pending >= MAX_LAG:
             await asyncio.sleep(0.005)
+
+    async def durable(self, sequence: int) -> None:
+        """Returns once the log record `sequence` (and every one before it) is on disk: the
+        moment to acknowledge it. Group commit off the event loop: one fsync in a thread covers
+        every record appended before it began, and callers arriving meanwhile wait for the next
+        one, so neither `Act` nor other feedback waits for the disk."""
+        while self.wal.synced < sequence:
+            if self._syncing is None or self._syncing.done():
+                self._syncing = asyncio.ensure_future(asyncio.to_thread(self.wal.sync))
+            await asyncio.shield(self._syncing)
 
     def drain(self, timeout: float | None = None) -> bool:
         """Waits until the learner has learned from everything acknowledged."""
@@ -245,7 +256,9 @@ class OnlinePolicy:
         feedback_id: str,
         next_mask: list[bool],
     ) -> tuple[bool, int]:
-        """(applied, log sequence); durable before it returns."""
+        """(applied, log sequence); acknowledge it once `durable(sequence)` has returned (a
+        retry of an id seen before returns the original's sequence, which may still be on its
+        way to disk)."""
         if feedback_id and feedback_id in self.seen:
             return False, self.seen[feedback_id]
         episode = self.episodes.get(episode_id)
@@ -275,7 +288,7 @@ class OnlinePolicy:
             "next_mask": list(next_mask) or None,
             "id": feedback_id,
         }
-        sequence = self._log_durably(record)
+        sequence = self._log(record)
         if self.decision_log is not None:  # the decision this feedback completed
             self.decision_log.write(
                 episode.version or self.version, episode_id, episode, reward, terminated, truncated
@@ -290,7 +303,7 @@ class OnlinePolicy:
         self._check_observation(transition["observation"], "observation", required=True)
         self._check_observation(transition["next_observation"], "next_observation", required=True)
         record = {"type": "transition", **transition}
-        return True, self._log_durably(record)
+        return True, self._log(record)
 
     def close(self) -> None:
         self.worker.close()
@@ -308,9 +321,9 @@ class OnlinePolicy:
         self.metrics.wal_bytes.labels(self.name).inc(self.wal.bytes_written - before)
         return sequence
 
-    def _log_durably(self, record: dict[str, Any]) -> int:
+    def _log(self, record: dict[str, Any]) -> int:
+        """Appends and applies a record; it is durable once `durable(sequence)` returns."""
         sequence = self._append(record)
-        self.wal.sync()
         self._apply(record, sequence)
         self.updates_since_snapshot += 1
         if self.updates_since_snapshot >= self.snapshot_every:

@@ -45,6 +45,8 @@ class WriteAheadLog:
         self.bytes_written = 0
         self._file: Any = None
         self._path: Path | None = None
+        self.synced = 0
+        """Every record up to this sequence is on disk."""
         self._lock = threading.Lock()
         """Appends and rolls (the event loop) against deletions (the learner thread)."""
 
@@ -75,6 +77,7 @@ class WriteAheadLog:
                     if sequence > after:
                         yield sequence, payload
         self.last_sequence = max(self.last_sequence, after)
+        self.synced = self.last_sequence  # read back from disk
 
     def append(self, payload: bytes) -> int:
         """Writes one record (not yet durable: call `sync` before acknowledging it)."""
@@ -89,12 +92,25 @@ class WriteAheadLog:
             self.bytes_written += HEADER.size + len(payload)
             return sequence
 
-    def sync(self) -> None:
-        """Everything appended so far is on disk when this returns (group commit: one fsync
-        covers every record written before it)."""
-        if self._file is not None:
+    def sync(self) -> int:
+        """Everything appended before the call is on disk when this returns (group commit: one
+        fsync covers every record written before it); returns the last sequence it covers. Safe
+        to call from another thread while appends go on: the fsync runs outside the lock, on a
+        duplicate of the descriptor (a segment closed meanwhile was synced by `roll`)."""
+        with self._lock:
+            covered = self.last_sequence
+            if self._file is None:
+                self.synced = max(self.synced, covered)
+                return covered
             self._file.flush()
-            os.fsync(self._file.fileno())
+            descriptor = os.dup(self._file.fileno())
+        try:
+            os.fsync(descriptor)
+        finally:
+            os.close(descriptor)
+        with self._lock:
+            self.synced = max(self.synced, covered)
+        return covered
 
     def roll(self) -> int:
         """Ends the current segment (synced); the next record starts a new one. Returns the
@@ -102,10 +118,12 @@ class WriteAheadLog:
         segments."""
         with self._lock:
             if self._file is not None:
-                self.sync()
+                self._file.flush()
+                os.fsync(self._file.fileno())
                 self._file.close()
                 self._file = None
                 self._path = None
+            self.synced = self.last_sequence
             return self.last_sequence
 
     def drop_through(self, covered: int) -> None:

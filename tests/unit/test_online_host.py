@@ -127,3 +127,42 @@ def test_a_decision_records_the_version_that_made_it(tmp_path: Path) -> None:
         assert restarted.episodes["late"].version == 7
     finally:
         restarted.close()
+
+
+def test_acknowledgement_waits_for_the_disk_and_fsyncs_are_shared(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`durable(n)` returns only after an fsync that covers record n, run off the event loop;
+    feedback arriving while one fsync runs shares the next one (group commit)."""
+    repo = tmp_path / "models"
+    name = untrained_policy(repo, "ucb1", "agentserve/BernoulliBandit-v0")
+    manifest = load_manifest(repo / name / "1").manifest
+    online = OnlinePolicy(manifest, tmp_path / "state", repo, Metrics())
+    fsyncs: list[tuple[int, bool]] = []
+    real_sync = online.wal.sync
+
+    def recorded_sync() -> int:
+        covered = real_sync()
+        fsyncs.append((covered, threading.current_thread() is threading.main_thread()))
+        return covered
+
+    monkeypatch.setattr(online.wal, "sync", recorded_sync)
+    observation = np.zeros((1, 1), np.float32)
+
+    async def feedback_from(simulators: int) -> list[int]:
+        sequences = []
+        for i in range(simulators):
+            online.act(observation, None, deterministic=False, episode_id=f"e{i}")
+            _, sequence = online.feedback(f"e{i}", 1.0, True, False, [0.0], "", f"f{i}", [])
+            assert online.wal.synced < sequence  # not yet on disk: not yet acknowledged
+            sequences.append(sequence)
+        await asyncio.gather(*(online.durable(s) for s in sequences))
+        return sequences
+
+    try:
+        sequences = asyncio.run(feedback_from(8))
+        assert online.wal.synced >= max(sequences)
+        assert 1 <= len(fsyncs) <= 2  # eight acknowledgements, one or two fsyncs
+        assert not any(on_loop for _, on_loop in fsyncs)  # never on the event loop's thread
+    finally:
+        online.close()
