@@ -6,9 +6,18 @@ an empty queue schedules a drain with `call_soon`, so it runs after every callba
 on the loop (the handlers of requests that arrived together enqueue first) — or `max_wait`
 seconds later when configured. The drain takes up to `max_batch` requests, runs the runtime
 once, and resolves each future with its own decision or its own error; what is left is drained
-next. No worker task, no extra wake-up: a lone request costs one turn of the loop. Draining
+next. No worker task, no extra wake-up: a queued request costs one turn of the loop. Draining
 what is queued beats a fixed window: on these machines a fixed 1 ms window made a lone
 simulator's latency 4x worse, so `max_wait` is 0 unless configured.
+
+A request that would be a batch of one is decided inline, in its own handler, with no future and
+no turn of the loop: nothing is queued or scheduled for its policy version, `max_wait` is 0, and no
+other callback is ready on the loop (so no other handler could run, and enqueue, before the drain
+would: the drain runs before the callbacks of the next poll for I/O). The drain would then find
+exactly this request, so the decision, the deadline check, the errors and the metrics are the
+same as the batched path's; only the wait is gone. That is the common case of a lone caller (one
+simulator, one unary client), where the future, the drain and the extra turn of the loop cost
+more than the inference.
 
 A request whose deadline has passed when its batch forms is skipped (DEADLINE_EXCEEDED); a full
 queue refuses new requests (RESOURCE_EXHAUSTED), so memory stays bounded under overload.
@@ -29,6 +38,7 @@ from service.decision import Decision
 from service.errors import DeadlineExceeded, ResourceExhausted, ServiceError
 from service.metrics import Metrics
 from service.policy import Prepared, ServedPolicy
+from service.runtime import ContinuousInference, Inference
 
 log = logging.getLogger("agentserve.batching")
 
@@ -49,7 +59,7 @@ class BatchingConfig:
             raise ConfigError("max_wait must be >= 0 seconds")
 
 
-@dataclass
+@dataclass(slots=True)
 class _Pending:
     item: Prepared
     deterministic: bool
@@ -74,9 +84,16 @@ class PolicyBatcher:
         self.rng = rng
         self.metrics = metrics
         self.labels = (policy.name, str(policy.version))
+        self._metrics = metrics.for_policy(policy.name, policy.version)
         self._queue: deque[_Pending] = deque()
         self._loop = asyncio.get_running_loop()
         self._scheduled: asyncio.Handle | asyncio.TimerHandle | None = None
+        # The loop's queue of ready callbacks (CPython's asyncio keeps it in `_ready`); a loop
+        # without one never decides inline.
+        ready = getattr(self._loop, "_ready", None)
+        self._ready: deque[object] | None = (
+            ready if isinstance(ready, deque) and config.max_wait == 0 else None
+        )
 
     async def decide(
         self,
@@ -84,6 +101,11 @@ class PolicyBatcher:
         deterministic: bool,
         deadline: float | None = None,
     ) -> Decision:
+        ready = self._ready
+        if ready is not None and not ready and self._scheduled is None:
+            # Nothing queued (a queue always has its drain scheduled) and no other callback ready
+            # to run: the drain would take this request alone.
+            return self._decide_alone(item, deterministic, deadline)
         if len(self._queue) >= self.config.max_queue:
             raise ResourceExhausted(
                 f"policy {self.policy.name!r} has {len(self._queue)} requests queued; retry later"
@@ -136,7 +158,7 @@ class PolicyBatcher:
                     DeadlineExceeded("deadline passed while queued; the request was skipped")
                 )
                 continue
-            self.metrics.queue_time.labels(*self.labels).observe(now - pending.enqueued)
+            self._metrics.queue_time.observe(now - pending.enqueued)
             live.append(pending)
         if not live:
             return
@@ -151,8 +173,33 @@ class PolicyBatcher:
                 pending.future.set_exception(error)
             else:
                 pending.future.set_result(decision)
-        self.metrics.compute_time.labels(*self.labels).observe(time.perf_counter() - started)
-        self.metrics.batch_size.labels(self.policy.name).observe(len(live))
+        self._metrics.compute_time.observe(time.perf_counter() - started)
+        self._metrics.batch_size.observe(len(live))
+
+    def _decide_alone(
+        self, item: Prepared, deterministic: bool, deadline: float | None
+    ) -> Decision:
+        """`_drain` and `_process` for a batch of this one request, in the caller's task."""
+        if deadline is not None and time.monotonic() >= deadline:
+            raise DeadlineExceeded("deadline passed while queued; the request was skipped")
+        self._metrics.queue_time.observe(0.0)
+        started = time.perf_counter()
+        try:
+            result: Inference | ContinuousInference = self.policy.infer([item])
+            try:
+                decision = self.policy.finish(item, result, 0, deterministic, self.rng)
+            except ServiceError as error:
+                failed: ServiceError | None = error
+            else:
+                failed = None
+        except Exception:  # a runtime failure fails this batch, as in `_drain`
+            log.exception("batch of %s/%s failed", *self.labels)
+            raise
+        self._metrics.compute_time.observe(time.perf_counter() - started)
+        self._metrics.batch_size.observe(1)
+        if failed is not None:
+            raise failed
+        return decision
 
 
 class Batchers:

@@ -23,7 +23,7 @@ def request_mask(flags: Sequence[bool], num_actions: int) -> BoolArray:
             "(send one flag per action, or none)"
         )
     mask = np.fromiter(flags, dtype=np.bool_, count=num_actions)
-    if not mask.any():
+    if not np.count_nonzero(mask):
         raise InvalidArgument("action_mask allows no action: at least one flag must be true")
     return mask
 

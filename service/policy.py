@@ -30,6 +30,8 @@ BoolArray = npt.NDArray[np.bool_]
 __all__ = ["BatchDecision", "Decision", "Explanation", "Prepared", "ServedPolicy"]
 
 NO_PROBABILITIES = np.zeros(0, dtype=np.float32)
+SMALL_OBSERVATION = 32
+"""Observations of up to this many values are validated with the fewest numpy calls."""
 
 
 @dataclass(frozen=True)
@@ -46,6 +48,10 @@ class Prepared:
     """Continuous: the action box narrowed by the rules that fired."""
     ready: Decision | None = None
     """Decided without inference (the fallback action)."""
+    masked_by_request: int | None = None
+    """Discrete: actions `request` forbids, counted in `prepare` (None: count in `finish`)."""
+    masked_by_rules: int | None = None
+    """Discrete: actions `verdict` forbids, counted in `prepare` (None: count in `finish`)."""
 
 
 class ServedPolicy:
@@ -83,6 +89,22 @@ class ServedPolicy:
             if isinstance(manifest.observation_space, DiscreteSpec)
             else (1, *manifest.observation_space.shape)
         )
+        self._row_shape = self.batch_shape[1:]
+        self._flat_rows = self._row_shape == (self.flat_size,)
+        """A validated observation (flat) already has the runtime's row shape."""
+        self._states = (
+            manifest.observation_space
+            if isinstance(manifest.observation_space, DiscreteSpec)
+            else None
+        )
+        # Per-request constants of the safety layer (discrete): every action allowed by an empty
+        # action_mask, and the verdict of a policy without forbid rules (read-only: shared).
+        self._all_actions = np.ones(self.num_actions, dtype=np.bool_)
+        self._no_rules: Verdict | None = None
+        if not self.safety.rules:
+            allowed = np.ones(self.num_actions, dtype=np.bool_)
+            allowed.setflags(write=False)
+            self._no_rules = Verdict(allowed, ())
         self.runtime: Runtime = load_runtime(artifact, runtime, device)
         self.has_q_values = manifest.distribution in VALUE_DISTRIBUTIONS
         self.warm_up()
@@ -105,33 +127,44 @@ class ServedPolicy:
 
     def observation(self, values: Sequence[float]) -> npt.NDArray[np.float32]:
         """The request's observation, validated, shaped as a batch of one."""
+        return self._validated(values).reshape(self.batch_shape)
+
+    def _validated(self, values: Sequence[float]) -> npt.NDArray[np.float32]:
+        """The request's observation, validated, as a flat float32 array [flat_size]."""
         if len(values) != self.flat_size:
             raise InvalidArgument(
                 f"observation has {len(values)} values but policy {self.name!r} expects "
                 f"{self.flat_size}"
             )
-        observation = np.asarray(values, dtype=np.float32)
-        finite = np.isfinite(observation)
-        if not finite.all():
+        if self.flat_size <= SMALL_OBSERVATION:
+            # Fewer numpy calls for a few values: fromiter reads a protobuf repeated field twice
+            # as fast as asarray, and the float32 values summed as Python floats (which cannot
+            # overflow) are finite iff every one of them is.
+            observation = np.fromiter(values, dtype=np.float32, count=self.flat_size)
+            all_finite = math.isfinite(sum(observation.tolist()))
+        else:
+            observation = np.asarray(values, dtype=np.float32).reshape(-1)
+            all_finite = bool(np.isfinite(observation).all())
+        if not all_finite:
+            finite = np.isfinite(observation)
             index = int(np.flatnonzero(~finite)[0])
             raise InvalidArgument(f"observation[{index}] is {observation[index]}: NaN or Inf")
-        space = self.observation_space
-        if isinstance(space, DiscreteSpec):
+        space = self._states
+        if space is not None:
             state = observation[0]
             if state != int(state) or not 0 <= state < space.n:
                 raise InvalidArgument(
                     f"observation must be a state index in [0, {space.n}), got {state:g}"
                 )
-        return observation.reshape(self.batch_shape)
+        return observation
 
     # --- One request: prepare (validate, mask, rules) -> infer (batched) -> finish ------------
 
     def prepare(self, observation: Sequence[float], action_mask: Sequence[bool]) -> Prepared:
         """Validates one request and applies the safety layer; raises InvalidArgument or
         FailedPrecondition. A request that needs no inference (a fallback) is `ready`."""
-        batch = self.observation(observation)
-        row = batch[0]
-        flat = batch.reshape(-1)
+        flat = self._validated(observation)
+        row = flat if self._flat_rows else flat.reshape(self._row_shape)
         if not self.discrete:
             if len(action_mask) != 0:
                 raise InvalidArgument(
@@ -140,18 +173,41 @@ class ServedPolicy:
             bounds = self.safety.action_bounds(flat, self.low, self.high)
             ready = self._continuous_fallback(bounds) if bounds.empty else None
             return Prepared(row, bounds=bounds, ready=ready)
-        request = masking.request_mask(action_mask, self.num_actions)
-        verdict = self.safety.verdict(flat, self.num_actions)
-        allowed = request & verdict.allowed
-        ready = None if allowed.any() else self._fallback(request, verdict)
-        return Prepared(row, allowed, request, verdict, ready=ready)
+        if len(action_mask) == 0:
+            request, by_request = self._all_actions.copy(), 0
+        else:
+            request = masking.request_mask(action_mask, self.num_actions)
+            by_request = self.num_actions - int(np.count_nonzero(request))
+        verdict = self._no_rules
+        if verdict is None:
+            verdict = self.safety.verdict(flat, self.num_actions)
+            by_rules = self.num_actions - int(np.count_nonzero(verdict.allowed))
+            allowed = request & verdict.allowed
+            ready = None if np.count_nonzero(allowed) else self._fallback(request, verdict)
+        else:  # no rules: the request's mask, which allows at least one action
+            by_rules, allowed, ready = 0, request.copy(), None
+        return Prepared(
+            row,
+            allowed,
+            request,
+            verdict,
+            ready=ready,
+            masked_by_request=by_request,
+            masked_by_rules=by_rules,
+        )
 
     def infer(self, items: Sequence[Prepared]) -> Inference | ContinuousInference:
         """One runtime call for every item (stacked in order)."""
-        observations = np.stack([item.observation for item in items])
+        if len(items) == 1:  # a batch of one: views, no copies
+            observations = items[0].observation[None]
+        else:
+            observations = np.array([item.observation for item in items], dtype=np.float32)
         if not self.discrete:
             return self.runtime.infer_continuous(observations)
-        masks = np.stack([item.allowed for item in items])  # type: ignore[misc]
+        if len(items) == 1:
+            masks = items[0].allowed[None]  # type: ignore[index]
+        else:
+            masks = np.array([item.allowed for item in items], dtype=np.bool_)
         return self.runtime.infer(observations, masks)
 
     def finish(
@@ -171,13 +227,14 @@ class ServedPolicy:
             int(result.greedy_actions[row]), probabilities, item.allowed, deterministic, rng
         )
         values = result.values[row] if self.has_q_values else None
+        by_request, by_rules = item.masked_by_request, item.masked_by_rules
         return Decision(
             action,
             propensity,
             probabilities,
             values,
-            masked_by_request=int((~item.request).sum()),
-            masked_by_rules=int((~item.verdict.allowed).sum()),
+            masked_by_request=int((~item.request).sum()) if by_request is None else by_request,
+            masked_by_rules=int((~item.verdict.allowed).sum()) if by_rules is None else by_rules,
             fired=item.verdict.fired,
         )
 
@@ -348,8 +405,10 @@ class ServedPolicy:
                 f"{self.flat_size} (policy {self.name!r})"
             )
         batch = np.asarray(observations, dtype=np.float32).reshape(count, self.flat_size)
-        bad = np.flatnonzero(~np.isfinite(batch).all(axis=1))
-        if len(bad):
+        # One reduction for the common case: the float64 sum of float32 values cannot overflow,
+        # so it is finite iff every value is; otherwise find the first bad row.
+        if not math.isfinite(np.add.reduce(batch, axis=None, dtype=np.float64)):
+            bad = np.flatnonzero(~np.isfinite(batch).all(axis=1))
             raise InvalidArgument(f"observation row {int(bad[0])} has NaN or Inf")
         if isinstance(self.observation_space, DiscreteSpec):
             states = batch[:, 0]
@@ -364,18 +423,23 @@ class ServedPolicy:
         if not self.discrete:
             return self._decide_batch_continuous(shaped, batch, action_masks, deterministic, rng)
         request = masking.request_masks(action_masks, count, self.num_actions)
-        allowed, fallback_rows = request, np.zeros(count, dtype=np.bool_)
+        if not self.safety.rules:  # the request's masks alone: no fallback, nothing fired
+            result = self.runtime.infer(shaped, request)
+            actions, propensities = masking.choose_batch(
+                result.greedy_actions, result.probabilities, request, deterministic, rng
+            )
+            by_request = 0 if len(action_masks) == 0 else request.size - np.count_nonzero(request)
+            return BatchDecision(actions, propensities, masked_by_request=int(by_request))
+        allowed, fallback_rows = request.copy(), np.zeros(count, dtype=np.bool_)
         fired: list[Fired] = []
-        if self.safety.rules:
-            allowed = request.copy()
-            for i in range(count):
-                verdict = self.safety.verdict(batch[i], self.num_actions)
-                allowed[i] &= verdict.allowed
-                fired.extend(verdict.fired)
-                if not allowed[i].any():
-                    self._fallback(request[i], verdict)  # raises without a fallback
-                    fallback_rows[i] = True
-                    allowed[i] = True  # any row for the graph; replaced below
+        for i in range(count):
+            verdict = self.safety.verdict(batch[i], self.num_actions)
+            allowed[i] &= verdict.allowed
+            fired.extend(verdict.fired)
+            if not allowed[i].any():
+                self._fallback(request[i], verdict)  # raises without a fallback
+                fallback_rows[i] = True
+                allowed[i] = True  # any row for the graph; replaced below
         result = self.runtime.infer(shaped, allowed)
         actions, propensities = masking.choose_batch(
             result.greedy_actions, result.probabilities, allowed, deterministic, rng

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import numpy as np
 import numpy.typing as npt
 import onnxruntime as ort
@@ -43,13 +46,22 @@ class OnnxRuntime:
                 f"policy needs inputs {list(manifest.onnx_inputs)} and outputs "
                 f"{list(manifest.onnx_outputs)}"
             )
+        # `InferenceSession.run` checks the feed's names and the graph-capture and ownership rules
+        # in Python on every call, several microseconds for a one-row policy. Our feed is always
+        # the graph's own inputs as numpy arrays (checked above) on the CPU provider (no fallback
+        # to retry), so the compiled session's run is called directly where it is exposed.
+        compiled = getattr(self.session, "_sess", None)
+        self._run: Callable[..., Any] = self.session.run if compiled is None else compiled.run
+        self._discrete_outputs = list(DISCRETE_OUTPUTS)
+        self._continuous_outputs = list(CONTINUOUS_OUTPUTS)
 
     def infer(
         self, observations: npt.NDArray[np.float32], masks: npt.NDArray[np.bool_]
     ) -> Inference:
-        greedy, probabilities, values = self.session.run(
-            list(DISCRETE_OUTPUTS),
+        greedy, probabilities, values = self._run(
+            self._discrete_outputs,
             {ONNX_INPUT_OBSERVATION: observations, ONNX_INPUT_ACTION_MASK: masks},
+            None,
         )
         return Inference(
             np.asarray(greedy, dtype=np.int64),
@@ -58,8 +70,8 @@ class OnnxRuntime:
         )
 
     def infer_continuous(self, observations: npt.NDArray[np.float32]) -> ContinuousInference:
-        greedy, means, log_stds = self.session.run(
-            list(CONTINUOUS_OUTPUTS), {ONNX_INPUT_OBSERVATION: observations}
+        greedy, means, log_stds = self._run(
+            self._continuous_outputs, {ONNX_INPUT_OBSERVATION: observations}, None
         )
         return ContinuousInference(
             np.asarray(greedy, dtype=np.float32),
