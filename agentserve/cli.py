@@ -672,8 +672,9 @@ def build_parser() -> argparse.ArgumentParser:
         "bench",
         help="serving benchmark: our server against a bare gRPC echo server",
         description="Measures unary Act, ActStream and ActBatch against our server and a bare "
-        "echo server of the same service, alternating between them, and writes "
-        "OUT/serving-benchmark.md and OUT/results/serving.json.",
+        "echo server of the same service, alternating between them, and a hot reload under "
+        "streaming load against our server alone, and writes OUT/serving-benchmark.md and "
+        "OUT/results/serving.json.",
     )
     p.add_argument(
         "--seconds", type=_positive_seconds, default=5.0, help="measured seconds per run (5)"
@@ -688,7 +689,8 @@ def build_parser() -> argparse.ArgumentParser:
         nargs="+",
         default=[],
         metavar="SCENARIO",
-        help="only these scenarios: act-c1 act-c32 stream-s1 stream-s32 batch64-c1 batch64-c4",
+        help="only these scenarios: act-c1 act-c32 stream-s1 stream-s32 batch64-c1 batch64-c4 "
+        "reload-s32",
     )
     p.add_argument(
         "--out",

@@ -7,6 +7,11 @@ same schedule: callers start at `start_at` (wall-clock), warm up for `warmup` se
 calls that complete inside the following `seconds` are timed. Each process uses one grpc.aio
 channel (one HTTP/2 connection) for its callers, and cycles through prebuilt requests with
 random CartPole-like observations, so the client does the same work whatever server it drives.
+
+A reload scenario's simulators (`_reload_caller`) are the same closed-loop ActStream callers
+that also keep a `SimulatorLog`: the policy version of every answer and every failed call (an RPC
+error, which ends the stream and makes the simulator open a new one, or an ActResponse carrying
+`error`); they count failures instead of stopping at the first one.
 """
 
 from __future__ import annotations
@@ -36,6 +41,10 @@ CARTPOLE_SCALE = (2.4, 3.0, 0.2095, 3.5)
 DISTINCT_REQUESTS = 256
 """Prebuilt requests per caller process (ActBatch: a quarter as many), used in turn."""
 CALL_TIMEOUT_S = 10.0
+MAX_ERRORS_KEPT = 5
+"""Failures described per simulator of a reload scenario (all of them are counted)."""
+REOPEN_PAUSE_S = 0.05
+"""A reload simulator whose stream failed waits this long before it opens a new one."""
 CHANNEL_OPTIONS = [
     ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
     ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
@@ -64,12 +73,52 @@ class Job:
 
 
 @dataclass
+class VersionRun:
+    """Consecutive answers of one simulator that carried the same policy version."""
+
+    version: int
+    first_at: float
+    """Seconds from the start of the measured window to the first of these answers."""
+    answers: int
+
+
+@dataclass
+class SimulatorLog:
+    """What one simulator of a reload scenario saw over its whole run (warm-up included)."""
+
+    versions: list[VersionRun] = field(default_factory=list)
+    """The policy version of every answer, in order, run-length encoded."""
+    failures: int = 0
+    """Failed calls: RPC errors, ActResponses carrying `error` or without a discrete action."""
+    errors: list[str] = field(default_factory=list)
+    """The first few failures (at most MAX_ERRORS_KEPT), described."""
+
+    def answer(self, version: int, at: float) -> None:
+        """Records an answer carrying `version`, `at` seconds from the window's start."""
+        if self.versions and self.versions[-1].version == version:
+            self.versions[-1].answers += 1
+        else:
+            self.versions.append(VersionRun(version, at, 1))
+
+    def fail(self, at: float, what: str) -> None:
+        """Records a failed call, `at` seconds from the window's start."""
+        self.failures += 1
+        if len(self.errors) < MAX_ERRORS_KEPT:
+            self.errors.append(f"{at:+.3f} s: {what}")
+
+
+@dataclass
 class WorkerResult:
     latencies: list[float] = field(default_factory=list)
     """Seconds, of each call (stream message) that completed inside the measured window."""
     cpu_seconds: float = 0.0
     """This client process's CPU time (user + system) during the measured window."""
     error: str | None = None
+    completions: list[float] = field(default_factory=list)
+    """Reload scenarios: when each timed call completed, in seconds from the window's start (in
+    the order of `latencies`)."""
+    simulators: list[SimulatorLog] = field(default_factory=list)
+    """Reload scenarios: one log per simulator of this process."""
 
 
 @dataclass(frozen=True)
@@ -178,6 +227,71 @@ async def _batch_caller(
 CALLERS = {ACT: _act_caller, STREAM: _stream_caller, BATCH: _batch_caller}
 
 
+async def _reload_caller(
+    stub: Any,
+    requests: Sequence[Any],
+    offset: int,
+    window: _Window,
+    sink: list[float],
+    times: list[float],
+    log: SimulatorLog,
+) -> None:
+    """A simulator of a reload scenario: `_stream_caller`'s closed loop, which records the
+    version of every answer and every failed call in `log`, and the completion time of every
+    timed call in `times`. A failed stream is replaced by a new one."""
+    clock, index = time.perf_counter, offset
+    while clock() < window.end:
+        call = stub.ActStream(timeout=window.end - clock() + CALL_TIMEOUT_S)
+        try:
+            if await _reload_stream(call, requests, index, window, sink, times, log):
+                return
+        except grpc.aio.AioRpcError as error:
+            log.fail(clock() - window.begin, f"{error.code().name}: {error.details()}")
+        finally:
+            call.cancel()
+        index += 1
+        await asyncio.sleep(REOPEN_PAUSE_S)
+
+
+async def _reload_stream(
+    call: Any,
+    requests: Sequence[Any],
+    index: int,
+    window: _Window,
+    sink: list[float],
+    times: list[float],
+    log: SimulatorLog,
+) -> bool:
+    """One stream of `_reload_caller` until the window's end (True) or until the server ended
+    it early (False); RPC errors propagate."""
+    clock, count = time.perf_counter, len(requests)
+    while (started := clock()) < window.end:
+        await call.write(requests[index % count])
+        response = await call.read()
+        done = clock()
+        index += 1
+        if response is grpc.aio.EOF:
+            log.fail(done - window.begin, "the server ended the stream early")
+            return False
+        if response.HasField("error"):
+            log.fail(
+                done - window.begin,
+                f"the server answered {response.error.code}: {response.error.message}",
+            )
+            continue
+        if response.WhichOneof("action") != "discrete_action":
+            log.fail(done - window.begin, "the server answered without a discrete action")
+            continue
+        log.answer(response.policy_version, done - window.begin)
+        if window.begin <= done <= window.end:
+            sink.append(done - started)
+            times.append(done - window.begin)
+    await call.done_writing()
+    if await call.read() is not grpc.aio.EOF:
+        log.fail(clock() - window.begin, "the server answered a request that was not sent")
+    return True
+
+
 async def _cpu_during(window: _Window) -> float:
     """This process's CPU seconds between the window's bounds."""
     await asyncio.sleep(max(0.0, window.begin - time.perf_counter()))
@@ -200,15 +314,27 @@ async def run_job(job: Job) -> WorkerResult:
         window = _Window(start + job.warmup, start + job.warmup + job.seconds)
         await asyncio.sleep(max(0.0, start - time.perf_counter()))
         sinks: list[list[float]] = [[] for _ in range(job.callers)]
+        times: list[list[float]] = [[] for _ in range(job.callers)]
+        logs = [SimulatorLog() for _ in range(job.callers)] if job.scenario.reload else []
         try:
             async with asyncio.TaskGroup() as group:
                 cpu = group.create_task(_cpu_during(window))
                 for i, sink in enumerate(sinks):
                     offset = i * len(requests) // job.callers
-                    group.create_task(caller(stub, job, requests, offset, window, sink))
+                    if job.scenario.reload:
+                        group.create_task(
+                            _reload_caller(stub, requests, offset, window, sink, times[i], logs[i])
+                        )
+                    else:
+                        group.create_task(caller(stub, job, requests, offset, window, sink))
         except ExceptionGroup as failed:  # the first caller's failure; the others were cancelled
             raise _first(failed) from None
-    return WorkerResult([x for sink in sinks for x in sink], cpu.result())
+    return WorkerResult(
+        [x for sink in sinks for x in sink],
+        cpu.result(),
+        completions=[t for caller_times in times for t in caller_times],
+        simulators=logs,
+    )
 
 
 def _first(group: BaseExceptionGroup[Any]) -> BaseException:

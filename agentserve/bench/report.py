@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from agentserve.bench.stats import ECHO, OURS, TARGETS_ORDER
+from agentserve.bench.stats import ECHO, OURS, TARGETS, TARGETS_ORDER
 
 PAGE = "serving-benchmark.md"
 DASH = "—"
@@ -33,10 +33,32 @@ def verdict_text(passed: bool | None) -> str:
     return "not measured" if passed is None else "yes" if passed else "**no**"
 
 
+def yes_no(value: bool) -> str:
+    return "yes" if value else "**no**"
+
+
+def _reload_text(reload: Mapping[str, Any]) -> str:
+    """A reload summary in words: failed calls, monotonicity, simulators on the new version."""
+    failed = int(reload["failed_calls"])
+    backwards = int(reload.get("backwards", 0))
+    order = (
+        "versions never went backwards"
+        if reload["monotonic"]
+        else f"**versions went backwards** for {backwards} simulators"
+    )
+    return (
+        f"{failed} failed call{'' if failed == 1 else 's'}; {order}; "
+        f"{reload['on_new_version']} of {reload['simulators']} simulators got the new version"
+    )
+
+
 def _measured_text(verdict: Mapping[str, Any]) -> str:
     value = verdict["measured"]
     if value is None:
         return "not measured"
+    if verdict["metric"] == "reload":
+        reload = verdict.get("reload")
+        return _reload_text(reload) if reload else f"{fmt(value)} failed calls"
     if verdict["metric"] == "actions_rate":
         return f"{fmt(value)} actions/s"
     what = "throughput" if verdict["metric"] == "rate_ratio" else "p50"
@@ -67,10 +89,15 @@ def _machine(data: Mapping[str, Any]) -> list[str]:
     ]
 
 
+def _is_reload(scenario: Mapping[str, Any]) -> bool:
+    """A reload scenario (results stored before they existed have no such key)."""
+    return bool(scenario.get("reload", False))
+
+
 def _method(data: Mapping[str, Any]) -> list[str]:
     settings = data["settings"]
     processes = data["client_processes"]
-    return [
+    lines = [
         f"- **Our server**: `agentserve serve --port 0 --metrics-port 0` on the bundled model "
         f"repository (`agentserve.local_server.LocalServer`, default options: dynamic "
         f"micro-batching, Prometheus metrics, health and reflection services), policy "
@@ -105,9 +132,92 @@ def _method(data: Mapping[str, Any]) -> list[str]:
         "(clients included, and the same clients for both servers); the server CPU per call is "
         "the figure that isolates each server's own cost.",
     ]
+    reloads = [f"`{s['name']}`" for s in data["scenarios"] if _is_reload(s)]
+    if reloads:
+        watch = settings.get("watch_interval_s")
+        every = f"every {watch:g} s" if watch is not None else "periodically"
+        window = float(settings.get("reload_window_s", 1.0))
+        lines.append(
+            f"- **Hot reload** ({', '.join(reloads)}, our server only: the echo server has no "
+            "versions): a second instance of our server, `agentserve serve --watch-interval "
+            f"{watch if watch is not None else '…'}`, on a copy of the bundled repository in a "
+            f"temporary folder, which it scans for new versions {every}. In the middle of each "
+            f"repeat's measured window the benchmark publishes the next version of "
+            f"`{settings['policy']}` there the way exports do: a copy of its first version in a "
+            "hidden folder, the manifest's version set, then one rename into place. Its "
+            "simulators are the closed-loop ActStream callers above; each records the "
+            "`policy_version` of every answer (warm-up included) and every failed call (an RPC "
+            "error, after which it opens a new stream, or an ActResponse carrying `error`) "
+            "instead of stopping at the first. Versions are *never backwards* when every "
+            "simulator's sequence of versions is non-decreasing; the pick-up times run from "
+            "the rename to the first answer carrying the new version, of any simulator and of "
+            f"the last one; the p99 latencies are over the {window:g} s before and the "
+            f"{window:g} s after the rename (within the measured window)."
+        )
+    return lines
 
 
-def _scenario_section(scenario: Mapping[str, Any], entry: Mapping[str, Any]) -> list[str]:
+def _reload_section(
+    scenario: Mapping[str, Any], entry: Mapping[str, Any], runs: Sequence[Mapping[str, Any]]
+) -> list[str]:
+    """The reload figures of each repeat and over the repeats."""
+    header = [
+        "repeat",
+        "new version",
+        "failed calls",
+        "versions never backwards",
+        "simulators on the new version",
+        "first answer with it, ms after publish",
+        "all simulators, ms after publish",
+        "p99 ms before",
+        "p99 ms after",
+    ]
+    rows = []
+    mine = [r for r in runs if r["scenario"] == scenario["name"] and r.get("reload")]
+    for run in mine:
+        reload = run["reload"]
+        rows.append(
+            [
+                str(int(run["repeat"]) + 1),
+                str(reload["new_version"]),
+                fmt(reload["failed_calls"]),
+                yes_no(bool(reload["monotonic"])),
+                f"{reload['on_new_version']} of {reload['simulators']}",
+                fmt(reload["first_new_ms"], 1),
+                fmt(reload["all_new_ms"], 1),
+                fmt_ms(reload["p99_before_ms"]),
+                fmt_ms(reload["p99_after_ms"]),
+            ]
+        )
+    summary = entry.get("reload")
+    if summary:
+        rows.append(
+            [
+                "all (median)" if len(mine) > 1 else "all",
+                "",
+                fmt(summary["failed_calls"]),
+                yes_no(bool(summary["monotonic"])),
+                f"{summary['on_new_version']} of {summary['simulators']}"
+                + ("" if len(mine) <= 1 else " (fewest)"),
+                fmt(summary["first_new_ms"], 1),
+                fmt(summary["all_new_ms"], 1),
+                fmt_ms(summary["p99_before_ms"]),
+                fmt_ms(summary["p99_after_ms"]),
+            ]
+        )
+    lines = ["", "Hot reload, per repeat:", ""]
+    lines += _table(header, rows)
+    if summary:
+        lines += ["", _reload_text(summary) + "."]
+    return lines
+
+
+def _scenario_section(
+    scenario: Mapping[str, Any],
+    entry: Mapping[str, Any],
+    runs: Sequence[Mapping[str, Any]] = (),
+) -> list[str]:
+    ours_only = _is_reload(scenario)
     unit = scenario["rate_unit"]
     batch = int(scenario["batch_size"]) > 1
     header = ["server", unit, "range", "p50 ms", "p90 ms", "p99 ms", "mean ms"]
@@ -116,7 +226,7 @@ def _scenario_section(scenario: Mapping[str, Any], entry: Mapping[str, Any]) -> 
     if batch:
         header.insert(3, "actions/s")
     rows = []
-    for target in TARGETS_ORDER:
+    for target in (OURS,) if ours_only else TARGETS_ORDER:
         figures = entry.get(target)
         if figures is None:
             rows.append([target, *([DASH] * (len(header) - 1))])
@@ -151,9 +261,12 @@ def _scenario_section(scenario: Mapping[str, Any], entry: Mapping[str, Any]) -> 
     ]
     if batch:
         ratio_row.insert(3, fmt_ratio(ratios["rate"]))
-    rows.append(ratio_row)
+    if not ours_only:
+        rows.append(ratio_row)
     lines = [f"### `{scenario['name']}`: {scenario['title']}", ""]
     lines += _table(header, rows)
+    if ours_only:
+        return [*lines, *_reload_section(scenario, entry, runs), ""]
     ours, echo = entry.get(OURS), entry.get(ECHO)
     if ours and echo:
         mine, theirs = ours["server_cpu_per_call_us"], echo["server_cpu_per_call_us"]
@@ -208,6 +321,25 @@ def _runs_table(data: Mapping[str, Any]) -> list[str]:
     return _table(header, rows)
 
 
+def _all_verdicts(stored: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """The stored verdicts, and a not-measured one for each target that results stored before
+    it existed lack."""
+    labels = {v["label"] for v in stored}
+    missing = [
+        {
+            "label": t.label,
+            "requirement": t.requirement,
+            "metric": t.metric,
+            "scenario": None,
+            "measured": None,
+            "passed": None,
+        }
+        for t in TARGETS
+        if t.label not in labels
+    ]
+    return [*stored, *missing]
+
+
 def render(data: Mapping[str, Any]) -> str:
     """The page, from stored results."""
     minutes = float(data["wall_seconds"]) / 60
@@ -234,7 +366,7 @@ def render(data: Mapping[str, Any]) -> str:
                 DASH if v["scenario"] is None else f"`{v['scenario']}`",
                 verdict_text(v["passed"]),
             ]
-            for v in data["verdicts"]
+            for v in _all_verdicts(data["verdicts"])
         ],
     )
     lines += ["", "## Summary", ""]
@@ -247,7 +379,7 @@ def render(data: Mapping[str, Any]) -> str:
     for scenario in data["scenarios"]:
         entry = data["summary"].get(scenario["name"])
         if entry is not None:
-            lines += _scenario_section(scenario, entry)
+            lines += _scenario_section(scenario, entry, data["runs"])
     lines += ["## Every measurement", ""]
     lines += _runs_table(data)
     return "\n".join(lines) + "\n"

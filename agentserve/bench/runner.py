@@ -5,6 +5,11 @@ Both servers and the client processes are started once and kept for the whole ru
 repeat and scenario the two servers are measured back to back, the first one alternating from
 repeat to repeat, so slow drifts of the (shared) machine hit both alike; the page reports the
 median of the repeats.
+
+A reload scenario is measured against a second instance of our server, started only when such a
+scenario is selected, on a private copy of the bundled repository that it scans every
+WATCH_INTERVAL_S: in the middle of each repeat's measured window a new version of the benchmark
+policy is published into that copy (`reload.ReloadRepository.publish`).
 """
 
 from __future__ import annotations
@@ -26,7 +31,8 @@ import grpc
 
 from agentserve.bench import report, stats
 from agentserve.bench.echo import EchoServer
-from agentserve.bench.load import Job, WorkerPool, process_cpu_seconds
+from agentserve.bench.load import Job, WorkerPool, WorkerResult, process_cpu_seconds
+from agentserve.bench.reload import WATCH_INTERVAL_S, ReloadRepository
 from agentserve.bench.scenarios import Scenario, select
 from agentserve.client import Client
 from agentserve.errors import AgentserveError, ConfigError
@@ -37,6 +43,11 @@ RESULTS_FILE = Path("results") / "serving.json"
 POLICY = "cartpole-dqn"
 LEAD_S = 0.3
 """Seconds between handing out a measurement's jobs and the callers' start."""
+RELOAD_MIN_SECONDS = 1.0
+"""The shortest measured window of a reload scenario: the new version is published in its
+middle and must reach the simulators (a scan every WATCH_INTERVAL_S, then a load) before it ends."""
+SETTLE_TIMEOUT_S = 30.0
+"""How long a reload repeat waits for the server to serve the latest published version."""
 
 
 @dataclass(frozen=True)
@@ -56,6 +67,13 @@ class Settings:
             raise ConfigError(f"--warmup must be >= 0, got {self.warmup}")
         if self.repeats < 1:
             raise ConfigError(f"--repeats must be >= 1, got {self.repeats}")
+        reloads = [s.name for s in select(self.only) if s.reload]
+        if reloads and self.seconds < RELOAD_MIN_SECONDS:
+            raise ConfigError(
+                f"{', '.join(reloads)} needs --seconds >= {RELOAD_MIN_SECONDS:g} (a new version "
+                f"is published mid-window and must be picked up before its end), got "
+                f"{self.seconds:g}; leave it out with --only"
+            )
 
 
 @dataclass(frozen=True)
@@ -97,18 +115,15 @@ def _sleep_until(wall: float) -> None:
         time.sleep(left)
 
 
-def measure(
-    pool: WorkerPool,
+def _jobs(
     server: _Server,
     scenario: Scenario,
     settings: Settings,
     seed: int,
     observation_size: int,
-) -> dict[str, Any]:
-    """One measurement: the scenario's client processes against one server, the server's CPU
-    time sampled at the bounds of the measured window."""
-    start_at = time.time() + LEAD_S
-    jobs = [
+    start_at: float,
+) -> list[Job]:
+    return [
         Job(
             target=server.target,
             scenario=scenario,
@@ -122,12 +137,15 @@ def measure(
         )
         for i, callers in enumerate(scenario.split())
     ]
-    pool.submit(jobs)
-    _sleep_until(start_at + settings.warmup)
-    cpu_before = process_cpu_seconds(server.pid)
-    _sleep_until(start_at + settings.warmup + settings.seconds)
-    cpu_after = process_cpu_seconds(server.pid)
-    results = pool.collect(len(jobs), timeout=60.0)
+
+
+def _figures(
+    results: list[WorkerResult],
+    scenario: Scenario,
+    settings: Settings,
+    cpu_before: float | None,
+    cpu_after: float | None,
+) -> dict[str, Any]:
     server_cpu = None if cpu_before is None or cpu_after is None else cpu_after - cpu_before
     return stats.measurement(
         (x for r in results for x in r.latencies),
@@ -136,6 +154,81 @@ def measure(
         server_cpu,
         sum(r.cpu_seconds for r in results),
     )
+
+
+def measure(
+    pool: WorkerPool,
+    server: _Server,
+    scenario: Scenario,
+    settings: Settings,
+    seed: int,
+    observation_size: int,
+) -> dict[str, Any]:
+    """One measurement: the scenario's client processes against one server, the server's CPU
+    time sampled at the bounds of the measured window."""
+    start_at = time.time() + LEAD_S
+    jobs = _jobs(server, scenario, settings, seed, observation_size, start_at)
+    pool.submit(jobs)
+    _sleep_until(start_at + settings.warmup)
+    cpu_before = process_cpu_seconds(server.pid)
+    _sleep_until(start_at + settings.warmup + settings.seconds)
+    cpu_after = process_cpu_seconds(server.pid)
+    results = pool.collect(len(jobs), timeout=60.0)
+    return _figures(results, scenario, settings, cpu_before, cpu_after)
+
+
+def _wait_serving(target: str, version: int, timeout: float) -> None:
+    """Waits until our server's default version of POLICY is `version`."""
+    deadline = time.monotonic() + timeout
+    with Client(target, timeout=10.0) as client:
+        while (serving := client.get_policy(POLICY).default_version) != version:
+            if time.monotonic() > deadline:
+                raise AgentserveError(
+                    f"our reload server still serves {POLICY} version {serving}, not the "
+                    f"published version {version}, after {timeout:g} s"
+                )
+            time.sleep(0.05)
+
+
+def measure_reload(
+    pool: WorkerPool,
+    server: _Server,
+    repo: ReloadRepository,
+    scenario: Scenario,
+    settings: Settings,
+    seed: int,
+    observation_size: int,
+) -> dict[str, Any]:
+    """One measurement of a reload scenario: `measure`'s, with a new version of POLICY published
+    into `repo` (which `server` watches) in the middle of the measured window, and the reload
+    figures (`stats.reload_measurement`) of what the simulators saw under the key "reload"."""
+    _wait_serving(server.target, repo.latest(POLICY), SETTLE_TIMEOUT_S)
+    start_at = time.time() + LEAD_S
+    begin = start_at + settings.warmup
+    jobs = _jobs(server, scenario, settings, seed, observation_size, start_at)
+    pool.submit(jobs)
+    _sleep_until(begin)
+    cpu_before = process_cpu_seconds(server.pid)
+    _sleep_until(begin + settings.seconds / 2)
+    new_version = repo.publish(POLICY)
+    published_at = time.time() - begin
+    _sleep_until(begin + settings.seconds)
+    cpu_after = process_cpu_seconds(server.pid)
+    results = pool.collect(len(jobs), timeout=60.0)
+    run = _figures(results, scenario, settings, cpu_before, cpu_after)
+    simulators = [asdict(log) for r in results for log in r.simulators]
+    run["reload"] = {
+        **stats.reload_measurement(
+            simulators,
+            new_version,
+            published_at,
+            [x for r in results for x in r.latencies],
+            [t for r in results for t in r.completions],
+            settings.seconds,
+        ),
+        "simulator_logs": simulators,
+    }
+    return run
 
 
 def _progress_line(step: str, scenario: Scenario, target: str, run: dict[str, Any]) -> str:
@@ -147,7 +240,20 @@ def _progress_line(step: str, scenario: Scenario, target: str, run: dict[str, An
         line += f"  {run['actions_rate']:,.0f} actions/s"
     if run["server_cores"] is not None:
         line += f"  server CPU {run['server_cores']:.2f} cores"
+    reload = run.get("reload")
+    if reload:
+        line += (
+            f"\n    reload to v{reload['new_version']}: {reload['failed_calls']} failed calls, "
+            f"versions {'never backwards' if reload['monotonic'] else 'WENT BACKWARDS'}, "
+            f"{reload['on_new_version']}/{reload['simulators']} simulators on the new version, "
+            f"first after {_ms(reload['first_new_ms'])}, all after {_ms(reload['all_new_ms'])}, "
+            f"p99 {_ms(reload['p99_before_ms'])} before / {_ms(reload['p99_after_ms'])} after"
+        )
     return line
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f} ms"
 
 
 def _policy_shape(target: str) -> tuple[int, int]:
@@ -171,34 +277,63 @@ def run_benchmark(
     scenarios = select(settings.only)
     started = time.monotonic()
     host = machine()
+    plan = [
+        (scenario, [stats.OURS] if scenario.ours_only else list(stats.TARGETS_ORDER))
+        for scenario in scenarios
+    ]
+    per_repeat = sum(len(targets) for _, targets in plan)
     say(
-        f"serving benchmark: {len(scenarios)} scenarios x 2 servers x {settings.repeats} "
-        f"repeats, {settings.warmup:g} s warm-up + {settings.seconds:g} s each; "
+        f"serving benchmark: {len(scenarios)} scenarios, {per_repeat} measurements x "
+        f"{settings.repeats} repeats, {settings.warmup:g} s warm-up + {settings.seconds:g} s each; "
         f"{host['usable_cpus']} CPUs, load average {host['load_average_before'][0]:.2f}"
     )
     runs: list[dict[str, Any]] = []
     with contextlib.ExitStack() as stack:
-        say("starting our server (agentserve serve, bundled repository) ...")
-        ours = stack.enter_context(LocalServer(None))
-        observation_size, actions = _policy_shape(ours.target)
-        say("starting the echo server (python -m agentserve.bench.echo) ...")
-        echo = stack.enter_context(EchoServer(actions=actions, observation_size=observation_size))
+        servers: dict[str, _Server] = {}
+        shapes: list[tuple[int, int]] = []
+        compared = any(not s.ours_only for s in scenarios)
+        if compared:
+            say("starting our server (agentserve serve, bundled repository) ...")
+            ours = stack.enter_context(LocalServer(None))
+            shapes.append(_policy_shape(ours.target))
+            servers[stats.OURS] = _Server(stats.OURS, ours.target, ours.pid)
+        repo: ReloadRepository | None = None
+        reloader: _Server | None = None
+        if any(s.reload for s in scenarios):
+            repo = stack.enter_context(ReloadRepository())
+            say(
+                f"starting our reload server (agentserve serve --watch-interval "
+                f"{WATCH_INTERVAL_S:g}, on a copy of the bundled repository) ..."
+            )
+            extra = ("--watch-interval", f"{WATCH_INTERVAL_S:g}")
+            local = stack.enter_context(LocalServer(repo.root, extra_args=extra))
+            reloader = _Server(stats.OURS, local.target, local.pid)
+            shapes.append(_policy_shape(reloader.target))
+        observation_size, actions = shapes[0]
+        if compared:
+            say("starting the echo server (python -m agentserve.bench.echo) ...")
+            echo = stack.enter_context(
+                EchoServer(actions=actions, observation_size=observation_size)
+            )
+            servers[stats.ECHO] = _Server(stats.ECHO, echo.target, echo.pid)
         pool = stack.enter_context(WorkerPool(max(s.processes for s in scenarios)))
         client_processes = pool.size
-        servers = {
-            stats.OURS: _Server(stats.OURS, ours.target, ours.pid),
-            stats.ECHO: _Server(stats.ECHO, echo.target, echo.pid),
-        }
-        total, done = len(scenarios) * 2 * settings.repeats, 0
+        total, done = per_repeat * settings.repeats, 0
         for repeat in range(settings.repeats):
-            for index, scenario in enumerate(scenarios):
-                order = list(stats.TARGETS_ORDER)
+            for index, (scenario, targets) in enumerate(plan):
+                order = list(targets)
                 if (repeat + index) % 2:
                     order.reverse()
                 for name in order:
-                    run = measure(
-                        pool, servers[name], scenario, settings, 1000 * repeat, observation_size
-                    )
+                    seed = 1000 * repeat
+                    if scenario.reload and repo is not None and reloader is not None:
+                        run = measure_reload(
+                            pool, reloader, repo, scenario, settings, seed, observation_size
+                        )
+                    else:
+                        run = measure(
+                            pool, servers[name], scenario, settings, seed, observation_size
+                        )
                     done += 1
                     step = f"[{done}/{total}] repeat {repeat + 1}"
                     say(_progress_line(step, scenario, name, run))
@@ -206,15 +341,26 @@ def run_benchmark(
                     runs.append({**key, **run})
     host["load_average_after"] = list(os.getloadavg())
     summary = stats.summarize(runs)
+    settings_stored: dict[str, Any] = {
+        **asdict(settings),
+        "only": list(settings.only),
+        "policy": POLICY,
+    }
+    if any(s.reload for s in scenarios):
+        settings_stored["watch_interval_s"] = WATCH_INTERVAL_S
+        settings_stored["reload_window_s"] = stats.RELOAD_WINDOW_S
     data: dict[str, Any] = {
         "format": FORMAT,
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "command": command,
         "wall_seconds": time.monotonic() - started,
         "machine": host,
-        "settings": {**asdict(settings), "only": list(settings.only), "policy": POLICY},
+        "settings": settings_stored,
         "client_processes": client_processes,
-        "scenarios": [{**asdict(s), "title": s.title, "rate_unit": s.rate_unit} for s in scenarios],
+        "scenarios": [
+            {**asdict(s), "title": s.title, "rate_unit": s.rate_unit, "ours_only": s.ours_only}
+            for s in scenarios
+        ],
         "runs": runs,
         "summary": summary,
         "verdicts": stats.verdicts(summary),

@@ -3,6 +3,11 @@
 Every caller is closed-loop: it sends a call, waits for its answer, and sends the next one, so
 `callers` is the number of calls in flight. An ActStream caller is one simulator: one long-lived
 stream, one request in flight on it (send, wait for the answer, send).
+
+A reload scenario (`reload=True`, ActStream only) is measured against our server alone: in the
+middle of its measured window a new version of the benchmark policy is published into the
+server's model repository, and every simulator records the version of each answer and every
+failed call (the echo server has no versions to reload).
 """
 
 from __future__ import annotations
@@ -28,6 +33,8 @@ class Scenario:
     """Client processes the callers are spread over (one grpc.aio channel each)."""
     batch_size: int = 1
     """Observations per call (ActBatch only)."""
+    reload: bool = False
+    """A new policy version is published mid-window (ActStream, our server only)."""
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -38,6 +45,13 @@ class Scenario:
             raise ConfigError(f"{self.name}: more client processes than callers")
         if self.method != BATCH and self.batch_size != 1:
             raise ConfigError(f"{self.name}: only ActBatch carries more than one observation")
+        if self.reload and self.method != STREAM:
+            raise ConfigError(f"{self.name}: only an ActStream scenario can reload a policy")
+
+    @property
+    def ours_only(self) -> bool:
+        """Measured against our server only (no echo counterpart, no ratios)."""
+        return self.reload
 
     @property
     def title(self) -> str:
@@ -48,6 +62,8 @@ class Scenario:
             what = f"ActBatch of {self.batch_size} observations, concurrency {self.callers}"
         else:
             what = f"unary Act, concurrency {self.callers}"
+        if self.reload:
+            what += ", a new policy version published mid-window"
         return f"{what}; {self.processes} client process{'es' if self.processes > 1 else ''}"
 
     @property
@@ -69,6 +85,7 @@ SCENARIOS: tuple[Scenario, ...] = (
     Scenario("stream-s32", STREAM, callers=32, processes=2),
     Scenario("batch64-c1", BATCH, callers=1, processes=1, batch_size=BATCH_SIZE),
     Scenario("batch64-c4", BATCH, callers=4, processes=2, batch_size=BATCH_SIZE),
+    Scenario("reload-s32", STREAM, callers=32, processes=2, reload=True),
 )
 
 

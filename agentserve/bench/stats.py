@@ -1,5 +1,5 @@
 """The numbers of the serving benchmark: one measurement's statistics, medians over repeats,
-ratios ours/echo, and the targets of issue 5 with their verdicts.
+ratios ours/echo, the hot-reload accounting, and the targets of issue 5 with their verdicts.
 
 Every function here works on plain dicts of floats, the form stored in docs/results/serving.json,
 so the page can be rendered from the stored results alone.
@@ -7,6 +7,7 @@ so the page can be rendered from the stored results alone.
 
 from __future__ import annotations
 
+import itertools
 import math
 import statistics
 from collections.abc import Iterable, Mapping, Sequence
@@ -75,6 +76,128 @@ def measurement(
     }
 
 
+RELOAD_WINDOW_S = 1.0
+"""The latency p99 of a reload run is compared over this long before and after the publish."""
+
+
+def version_accounting(
+    simulators: Sequence[Mapping[str, Any]], new_version: int, published_at: float
+) -> dict[str, Any]:
+    """What the simulators of one reload run saw. Each simulator is a stored `SimulatorLog`:
+    {"versions": [{"version", "first_at", "answers"}, ...] (its answers' versions in order,
+    run-length encoded), "failures": n}; times are seconds from the start of the measured window,
+    as is `published_at`, when the new version's folder was renamed into place.
+
+    Returns: simulators, answers, failed_calls (over all simulators), backwards (simulators
+    whose versions ever went down), monotonic (none did), on_new_version (simulators that got at
+    least one answer carrying `new_version`), ended_on_new_version (whose last answer carried
+    it), versions_before (the versions answered before the new one), and first_new_ms /
+    all_new_ms: from the publish to the first answer carrying the new version, of any simulator
+    and of the last simulator to get one (None unless every simulator got one)."""
+    if new_version < 1:
+        raise AgentserveError(f"a policy version is >= 1, got {new_version}")
+    failed = answers = backwards = on_new = ended_on_new = 0
+    before: set[int] = set()
+    firsts: list[float] = []
+    for simulator in simulators:
+        failed += int(simulator["failures"])
+        runs = simulator["versions"]
+        versions = [int(run["version"]) for run in runs]
+        answers += sum(int(run["answers"]) for run in runs)
+        if any(later < earlier for earlier, later in itertools.pairwise(versions)):
+            backwards += 1
+        new = [float(run["first_at"]) for run in runs if int(run["version"]) == new_version]
+        if new:
+            on_new += 1
+            firsts.append(min(new))
+        if versions and versions[-1] == new_version:
+            ended_on_new += 1
+        before.update(v for v in versions if v < new_version)
+    count = len(simulators)
+    return {
+        "simulators": count,
+        "answers": answers,
+        "failed_calls": failed,
+        "backwards": backwards,
+        "monotonic": backwards == 0,
+        "on_new_version": on_new,
+        "ended_on_new_version": ended_on_new,
+        "versions_before": sorted(before),
+        "first_new_ms": (min(firsts) - published_at) * 1e3 if firsts else None,
+        "all_new_ms": (max(firsts) - published_at) * 1e3 if firsts and on_new == count else None,
+    }
+
+
+def window_p99(
+    latencies: Sequence[float], completions: Sequence[float], begin: float, end: float
+) -> tuple[float | None, int]:
+    """The p99 latency (ms) of the calls that completed in [begin, end) (seconds, the clock of
+    `completions`, which pairs with `latencies`), and how many did; None if none did."""
+    if len(latencies) != len(completions):
+        raise AgentserveError(f"{len(latencies)} latencies but {len(completions)} completion times")
+    inside = sorted(x for x, t in zip(latencies, completions, strict=True) if begin <= t < end)
+    return (percentile(inside, 99) * 1e3 if inside else None), len(inside)
+
+
+def reload_measurement(
+    simulators: Sequence[Mapping[str, Any]],
+    new_version: int,
+    published_at: float,
+    latencies: Sequence[float],
+    completions: Sequence[float],
+    seconds: float,
+) -> dict[str, Any]:
+    """The reload figures of one run: `version_accounting`, and the latency p99 over the
+    RELOAD_WINDOW_S before the publish and over the one after it (both within the measured
+    window of `seconds`)."""
+    figures: dict[str, Any] = {"new_version": new_version, "published_at_s": published_at}
+    figures.update(version_accounting(simulators, new_version, published_at))
+    window = RELOAD_WINDOW_S
+    p99_before, calls_before = window_p99(
+        latencies, completions, max(0.0, published_at - window), published_at
+    )
+    p99_after, calls_after = window_p99(
+        latencies, completions, published_at, min(seconds, published_at + window)
+    )
+    figures.update(
+        p99_before_ms=p99_before,
+        calls_before=calls_before,
+        p99_after_ms=p99_after,
+        calls_after=calls_after,
+    )
+    return figures
+
+
+def _median(values: Sequence[float | None]) -> float | None:
+    """The median, None if any value is missing (or there are none)."""
+    present = [float(v) for v in values if v is not None]
+    return statistics.median(present) if present and len(present) == len(values) else None
+
+
+def reload_summary(reloads: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Over the repeats of a reload scenario (their `reload_measurement`s): failed calls summed,
+    monotonic and every_simulator_on_new only if so in every repeat, the fewest simulators on the
+    new version, and the medians of the times and p99 latencies."""
+    if not reloads:
+        raise AgentserveError("no reload runs to summarize")
+    return {
+        "repeats": len(reloads),
+        "failed_calls": sum(int(r["failed_calls"]) for r in reloads),
+        "monotonic": all(bool(r["monotonic"]) for r in reloads),
+        "backwards": sum(int(r["backwards"]) for r in reloads),
+        "simulators": min(int(r["simulators"]) for r in reloads),
+        "on_new_version": min(int(r["on_new_version"]) for r in reloads),
+        "every_simulator_on_new": all(
+            int(r["simulators"]) > 0 and int(r["on_new_version"]) == int(r["simulators"])
+            for r in reloads
+        ),
+        "first_new_ms": _median([r["first_new_ms"] for r in reloads]),
+        "all_new_ms": _median([r["all_new_ms"] for r in reloads]),
+        "p99_before_ms": _median([r["p99_before_ms"] for r in reloads]),
+        "p99_after_ms": _median([r["p99_after_ms"] for r in reloads]),
+    }
+
+
 def median_of(runs: Sequence[Mapping[str, Any]]) -> dict[str, float | None]:
     """The median over repeats of each figure in METRICS (None where a run lacks it), and the
     lowest and highest rate."""
@@ -111,6 +234,9 @@ def summarize(runs: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
             key: ratio(ours.get(key), echo.get(key))
             for key in ("rate", "p50_ms", "p99_ms", "server_cpu_per_call_us")
         }
+        reloads = [r["reload"] for r in runs if r["scenario"] == name and r.get("reload")]
+        if reloads:
+            entry["reload"] = reload_summary(reloads)
         summary[name] = entry
     return summary
 
@@ -123,7 +249,8 @@ class Target:
     requirement: str
     scenarios: tuple[str, ...]
     metric: str
-    """"rate_ratio", "p50_ratio" (ours/echo) or "actions_rate" (ours, absolute)."""
+    """"rate_ratio", "p50_ratio" (ours/echo), "actions_rate" (ours, absolute) or "reload" (no
+    failed call, versions never backwards, every simulator on the new version)."""
     bound: float
     at_least: bool
     """True: measured >= bound passes; False: measured <= bound passes."""
@@ -170,6 +297,15 @@ TARGETS: tuple[Target, ...] = (
         100_000.0,
         True,
     ),
+    Target(
+        "Hot reload under load",
+        "32 simulators streaming: 0 failed calls, versions never go backwards, the new version "
+        "picked up by every simulator",
+        ("reload-s32",),
+        "reload",
+        0.0,
+        False,
+    ),
 )
 
 
@@ -185,9 +321,46 @@ def _measured(target: Target, entry: Mapping[str, Any]) -> float | None:
     return None if value is None else float(value)
 
 
+def _reload_verdict(target: Target, summary: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    """`measured` is the failed calls of the first of the target's scenarios that was run, and
+    `reload` that scenario's reload summary; passed needs no failed call, versions that never
+    went backwards and every simulator on the new version, in every repeat."""
+    found = next(
+        (
+            (name, summary[name]["reload"])
+            for name in target.scenarios
+            if summary.get(name, {}).get("reload")
+        ),
+        None,
+    )
+    result: dict[str, Any] = {
+        "label": target.label,
+        "requirement": target.requirement,
+        "metric": target.metric,
+        "bound": target.bound,
+        "scenario": None,
+        "measured": None,
+        "passed": None,
+    }
+    if found is not None:
+        name, reload = found
+        failed = float(reload["failed_calls"])
+        result.update(
+            scenario=name,
+            measured=failed,
+            passed=failed <= target.bound
+            and bool(reload["monotonic"])
+            and bool(reload["every_simulator_on_new"]),
+            reload=dict(reload),
+        )
+    return result
+
+
 def verdict(target: Target, summary: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
     """{label, requirement, scenario, measured, passed}: `measured` is the best value among the
     target's scenarios that were run, `passed` None when none was (not measured)."""
+    if target.metric == "reload":
+        return _reload_verdict(target, summary)
     best: tuple[float, str] | None = None
     for name in target.scenarios:
         if name not in summary:
