@@ -1,10 +1,12 @@
 """Steps n copies of an env in lockstep and turns each step into a `TransitionBatch`.
 
-Gymnasium's vector env runs with same-step autoreset: an env whose episode ends is reset inside
-the same `step`, its returned observation is the new episode's first one, and the true last
-observation comes in `info["final_obs"]`. The collector puts the true last observation (and its
-action mask) into the transition, so targets bootstrap from where the episode really was, and
-hands the reset observation to the learner for its next action.
+The envs live in a Gymnasium `SyncVectorEnv` (spaces, seeding, reset, close), stepped the way it
+steps them with same-step autoreset: an env whose episode ends is reset inside the same `step`,
+and the new episode's first observation is where that env now is. The collector steps the copies
+itself rather than through `SyncVectorEnv.step`, whose batching of every info dict cost more than
+a CartPole step; it puts the true last observation (and its action mask) into the transition, so
+targets bootstrap from where the episode really was, and hands the reset observation to the
+learner for its next action.
 
 Continuous actions are clipped to the action box before they reach the env; the transition keeps
 the action as the learner drew it (its log-probability is the one the learner computed).
@@ -18,7 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import partial
-from typing import Any
+from typing import Any, SupportsFloat
 
 import gymnasium as gym
 import numpy as np
@@ -36,10 +38,23 @@ def _masks(info: dict[str, Any], count: int, num_actions: int | None) -> BoolArr
     """`info["action_mask"]` of a vector env as [n, A] bool; envs without one allow all."""
     if "action_mask" not in info or num_actions is None:
         return None
-    masks = np.ones((count, num_actions), dtype=np.bool_)
     present = np.asarray(info.get("_action_mask", np.ones(count, dtype=np.bool_)), dtype=np.bool_)
-    for i in np.flatnonzero(present):
-        mask = np.asarray(info["action_mask"][i]).astype(np.bool_).reshape(-1)
+    return _env_masks(
+        [{"action_mask": info["action_mask"][i]} if present[i] else {} for i in range(count)],
+        num_actions,
+    )
+
+
+def _env_masks(infos: list[dict[str, Any]], num_actions: int | None) -> BoolArray | None:
+    """The `"action_mask"` of each env's own info dict as [n, A] bool (an env without one allows
+    all); None when no env reports one."""
+    if num_actions is None or not any("action_mask" in info for info in infos):
+        return None
+    masks = np.ones((len(infos), num_actions), dtype=np.bool_)
+    for i, info in enumerate(infos):
+        if "action_mask" not in info:
+            continue
+        mask = np.asarray(info["action_mask"]).astype(np.bool_).reshape(-1)
         if mask.size != num_actions:
             raise ConfigError(
                 f'info["action_mask"] has {mask.size} entries; the env has {num_actions} actions'
@@ -48,7 +63,7 @@ def _masks(info: dict[str, Any], count: int, num_actions: int | None) -> BoolArr
     return masks
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Step:
     """One lockstep step: what the learner observes, and where each env now is."""
 
@@ -72,7 +87,7 @@ class Step:
         """The transitions, with the discrete action the learner chose at s' (-1 where s' ended
         the episode; not recorded for continuous actions)."""
         done = self.terminated | self.truncated
-        discrete = np.issubdtype(self.actions.dtype, np.integer)
+        discrete = self.actions.dtype.kind in "iu"  # (np.issubdtype(.., np.integer), faster)
         return TransitionBatch(
             observations=self.observations,
             actions=self.actions,
@@ -115,6 +130,7 @@ class Collector:
             self._low = np.asarray(action_space.low, dtype=np.float32).reshape(-1)
             self._high = np.asarray(action_space.high, dtype=np.float32).reshape(-1)
             self._action_shape: tuple[int, ...] = tuple(action_space.shape)
+        self._obs_dtype = getattr(self.envs.single_observation_space, "dtype", None)
         self._masks: BoolArray | None = None
         self._returns = np.zeros(n_envs)
         self._lengths = np.zeros(n_envs, dtype=np.int64)
@@ -145,27 +161,44 @@ class Collector:
             self.invalid_actions += int(
                 np.count_nonzero(~self._masks[np.arange(self.n), env_actions])
             )
-        observations, raw_rewards, terminated, truncated, info = self.envs.step(env_actions)
-        next_observations = _flat(observations, self.n)
-        next_masks = _masks(info, self.n, self.num_actions)
+        observations: list[Any] = []
+        rewards_: list[SupportsFloat] = []
+        terminated_: list[bool] = []
+        truncated_: list[bool] = []
+        infos: list[dict[str, Any]] = []
+        ended: dict[int, tuple[FloatArray, dict[str, Any]]] = {}
+        """Env index -> (true last observation, info) of the episodes that ended."""
+        for i, env in enumerate(self.envs.envs):  # SyncVectorEnv.step, same-step autoreset
+            observation, reward, term, trunc, info = env.step(env_actions[i])
+            if term or trunc:
+                ended[i] = (np.asarray(observation, np.float32).reshape(-1), info)
+                observation, info = env.reset()
+            observations.append(observation)
+            rewards_.append(reward)
+            terminated_.append(term)
+            truncated_.append(trunc)
+            infos.append(info)
+        # As SyncVectorEnv batches them: in the observation space's dtype, then float32.
+        next_observations = np.asarray(
+            np.asarray(observations, self._obs_dtype).reshape(self.n, -1), np.float32
+        )
+        rewards = np.asarray(rewards_, dtype=np.float32)
+        terminated = np.asarray(terminated_, dtype=np.bool_)
+        truncated = np.asarray(truncated_, dtype=np.bool_)
+        next_masks = _env_masks(infos, self.num_actions)
         final_observations = next_observations.copy()
         final_masks = None if next_masks is None else next_masks.copy()
-        done = np.asarray(terminated, dtype=np.bool_) | np.asarray(truncated, dtype=np.bool_)
-        if done.any():
-            for i in np.flatnonzero(done):
-                final_observations[i] = np.asarray(info["final_obs"][i], np.float32).reshape(-1)
-            final_info = info.get("final_info", {})
-            last_masks = _masks(final_info, self.n, self.num_actions)
-            if final_masks is not None and last_masks is not None:
-                final_masks[done] = last_masks[done]
-        rewards = np.asarray(raw_rewards, dtype=np.float32)
+        for i, (last_observation, _) in ended.items():
+            final_observations[i] = last_observation
+        last_masks = _env_masks([info for _, info in ended.values()], self.num_actions)
+        if final_masks is not None and last_masks is not None:
+            final_masks[list(ended)] = last_masks
         self._returns += rewards
         self._lengths += 1
-        finished = tuple(
-            (float(self._returns[i]), int(self._lengths[i])) for i in np.flatnonzero(done)
-        )
-        self._returns[done] = 0.0
-        self._lengths[done] = 0
+        finished = tuple((float(self._returns[i]), int(self._lengths[i])) for i in ended)
+        if ended:
+            self._returns[list(ended)] = 0.0
+            self._lengths[list(ended)] = 0
         step = Step(
             observations=self._observations,
             masks=self._told(self._masks),
@@ -173,8 +206,8 @@ class Collector:
             rewards=rewards,
             final_observations=final_observations,
             final_masks=self._told(final_masks),
-            terminated=np.asarray(terminated, dtype=np.bool_),
-            truncated=np.asarray(truncated, dtype=np.bool_),
+            terminated=terminated,
+            truncated=truncated,
             next_observations=next_observations,
             next_masks=self._told(next_masks),
             finished=finished,

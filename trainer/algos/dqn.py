@@ -30,7 +30,7 @@ from agentserve.spaces import BoxSpec, DiscreteSpec, SpaceSpec
 from trainer.core import masking, normalization, schedules
 from trainer.core.checkpoint import load_module_tensors, module_tensors
 from trainer.core.flat_optim import FlatOptimizer
-from trainer.core.networks import q_network
+from trainer.core.networks import forward_in_chunks, forward_layers, q_network
 from trainer.core.nstep import NStepAccumulator
 from trainer.core.replay import PrioritizedReplayBuffer, ReplayBuffer, ReplaySample
 from trainer.learner import ActionBatch, BoolArray, FloatArray, Learner, TransitionBatch
@@ -182,7 +182,9 @@ class DQN(Learner):
     ) -> ActionBatch:
         with torch.no_grad():
             obs = torch.as_tensor(observations, dtype=torch.float32)
-            q_values = self.q_net(self.normalizer(obs.reshape(obs.shape[0], -1))).numpy()
+            q_values = forward_layers(
+                self.q_net, self.normalizer(obs.reshape(obs.shape[0], -1))
+            ).numpy()
         actions, propensities = masking.epsilon_greedy_act(
             self.rng, q_values, action_masks, self.epsilon, deterministic
         )
@@ -241,7 +243,7 @@ class DQN(Learner):
     def _targets(self, sample: ReplaySample) -> torch.Tensor:
         with torch.no_grad():
             next_observations = self.normalizer(sample.next_observations)
-            next_target_q = self.target_net(next_observations)
+            next_target_q = forward_in_chunks(self.target_net, next_observations)
             next_actions = masking.masked_argmax_torch(
                 self.q_net(next_observations) if self.config.double_q else next_target_q,
                 sample.next_action_masks,
@@ -260,7 +262,7 @@ class DQN(Learner):
     ) -> torch.Tensor:
         """One Huber-loss step; with prioritized replay (`prioritized`: the sample) the losses
         are importance-weighted and the sample's priorities updated."""
-        q_taken = self.q_net(observations).gather(1, actions_B1).squeeze(1)
+        q_taken = forward_layers(self.q_net, observations).gather(1, actions_B1).squeeze(1)
         if prioritized is None:
             loss = F.smooth_l1_loss(q_taken, targets)
         else:

@@ -108,10 +108,35 @@ def clipped_surrogate_loss(
     weights_M: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """-mean(w min(r A, clip(r, 1 - clip_range, 1 + clip_range) A)), r = pi(a|s) / pi_old(a|s),
-    w the behavior weights (1 when None)."""
-    clipped_M = torch.clamp(ratio_M, 1.0 - clip_range, 1.0 + clip_range)
-    surrogate_M = torch.min(ratio_M * advantages_M, clipped_M * advantages_M)
+    w the behavior weights (1 when None). Computed as -mean(w min(r, 1 + eps) A) where A >= 0
+    and -mean(w max(r, 1 - eps) A) where A < 0: the same values (rounding is monotonic), and
+    the same gradient but where r A and clip(r) A round to one number with r outside the clip
+    range; half the autograd work of min() and clamp()."""
+    bounded_M = torch.where(
+        advantages_M >= 0,
+        ratio_M.clamp(max=1.0 + clip_range),
+        ratio_M.clamp(min=1.0 - clip_range),
+    )
+    surrogate_M = bounded_M * advantages_M
     return -(surrogate_M if weights_M is None else surrogate_M * weights_M).mean()
+
+
+def normalized(advantages: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Each minibatch's advantages to zero mean and unit variance (a minibatch of one as it is);
+    minibatches of one size in one pass, row by row (the same numbers as one by one)."""
+    if len({len(a) for a in advantages}) == 1 and len(advantages[0]) > 1:
+        stacked = torch.stack(advantages)
+        mean, std = stacked.mean(dim=1, keepdim=True), stacked.std(dim=1, keepdim=True)
+        return list(((stacked - mean) / (std + 1e-8)).unbind(0))
+    return [(a - a.mean()) / (a.std() + 1e-8) if len(a) > 1 else a for a in advantages]
+
+
+def minibatch_means(values: list[torch.Tensor]) -> torch.Tensor:
+    """[minibatches] the mean of each minibatch's values; minibatches of one size in one pass,
+    row by row (the same numbers as one by one)."""
+    if len({len(v) for v in values}) == 1:
+        return torch.stack(values).mean(dim=1)
+    return torch.stack([v.mean() for v in values])
 
 
 def adapt_kl_beta(beta: float, kl: float, target_kl: float) -> float:
@@ -153,42 +178,56 @@ class PPO(RolloutLearner):
         all_mask_MA = None if masks is None else torch.from_numpy(masks)
         with torch.no_grad():
             old_params_MP = self.net.policy(all_obs_MO)
-        # Per-minibatch statistics stay tensors until the end (one conversion, not one per step).
-        stats: list[torch.Tensor] = []
-        for _ in range(c.n_epochs):
-            for mb in r.minibatches(advantages_TN, returns_TN, c.batch_size, self.rng):
-                params_MP, values_M = self.net(mb.observations)
+        batches = r.minibatches(advantages_TN, returns_TN, c.batch_size, self.rng, c.n_epochs)
+        advantages = [mb.advantages for mb in batches]
+        if c.normalize_advantage:
+            advantages = normalized(advantages)
+        # Per-minibatch statistics stay tensors until the end (one conversion, not one per step);
+        # the entropies, and the fractions of clipped ratios, are computed for all at once there.
+        stats: list[list[torch.Tensor]] = [[], [], []]
+        seen: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]] = []
+        for mb, advantages_M in zip(batches, advantages, strict=True):
+            params_MP, values_M = self.net(mb.observations)
+            if c.ent_coef != 0.0:
                 log_probs_M, entropy_M = self.head.log_prob_entropy(
                     params_MP, mb.actions, mb.action_masks
                 )
-                advantages_M = mb.advantages
-                if c.normalize_advantage and len(advantages_M) > 1:
-                    advantages_M = (advantages_M - advantages_M.mean()) / (
-                        advantages_M.std() + 1e-8
-                    )
-                ratio_M = torch.exp(log_probs_M - mb.old_log_probs)
-                if c.kl_penalty:
-                    kl_M = self.head.kl(old_params_MP[mb.rows], params_MP, mb.action_masks)
-                    weighted_M = ratio_M if mb.weights is None else ratio_M * mb.weights
-                    policy_loss = -(weighted_M * advantages_M).mean() + self.kl_beta * kl_M.mean()
-                else:
-                    policy_loss = clipped_surrogate_loss(
-                        ratio_M, advantages_M, clip_range, mb.weights
-                    )
-                if c.clip_range_vf is not None:
-                    values_M = mb.old_values + torch.clamp(
-                        values_M - mb.old_values, -c.clip_range_vf, c.clip_range_vf
-                    )
-                value_loss = F.mse_loss(values_M, mb.returns)
-                entropy = entropy_M.mean()
-                loss = policy_loss + c.vf_coef * value_loss - c.ent_coef * entropy
-                self.gradient_step(loss)
-                with torch.no_grad():
-                    clipped = ((ratio_M - 1.0).abs() > clip_range).float().mean()
-                    stats.append(torch.stack([loss, policy_loss, value_loss, entropy, clipped]))
+            else:  # (the bonus adds nothing: the entropy is only reported)
+                log_probs_M = self.head.log_prob(params_MP, mb.actions, mb.action_masks)
+            ratio_M = torch.exp(log_probs_M - mb.old_log_probs)
+            if c.kl_penalty:
+                kl_M = self.head.kl(old_params_MP[mb.rows], params_MP, mb.action_masks)
+                weighted_M = ratio_M if mb.weights is None else ratio_M * mb.weights
+                policy_loss = -(weighted_M * advantages_M).mean() + self.kl_beta * kl_M.mean()
+            else:
+                policy_loss = clipped_surrogate_loss(ratio_M, advantages_M, clip_range, mb.weights)
+            if c.clip_range_vf is not None:
+                values_M = mb.old_values + torch.clamp(
+                    values_M - mb.old_values, -c.clip_range_vf, c.clip_range_vf
+                )
+            value_loss = F.mse_loss(values_M, mb.returns)
+            loss = policy_loss + c.vf_coef * value_loss
+            if c.ent_coef != 0.0:
+                loss = loss - c.ent_coef * entropy_M.mean()
+            self.gradient_step(loss)
+            for column, value in zip(stats, (loss, policy_loss, value_loss), strict=True):
+                column.append(value)
+            seen.append((params_MP.detach(), ratio_M.detach(), mb.action_masks))
         with torch.no_grad():
             kl = float(self.head.kl(old_params_MP, self.net.policy(all_obs_MO), all_mask_MA).mean())
-            means = torch.stack(stats).mean(dim=0).tolist()
+            params, ratios, minibatch_masks = zip(*seen, strict=True)
+            entropies = self.head.entropy(
+                torch.cat(params), None if masks is None else torch.cat(minibatch_masks)
+            )
+            table = torch.stack(
+                [
+                    *map(torch.stack, stats),
+                    minibatch_means(list(torch.split(entropies, [len(r) for r in ratios]))),
+                    minibatch_means([((r - 1.0).abs() > clip_range).float() for r in ratios]),
+                ],
+                dim=1,
+            )
+            means = table.mean(dim=0).tolist()
         scalars = {
             "train/loss": means[0],
             "train/policy_gradient_loss": means[1],

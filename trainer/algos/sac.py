@@ -37,7 +37,7 @@ from torch.nn import functional as F
 from agentserve.errors import ConfigError
 from agentserve.spaces import BoxSpec, SpaceSpec
 from trainer.core.distributions import LOG_SQRT_2PI, SquashedGaussianPolicy, bounded, box_bounds
-from trainer.core.networks import mlp
+from trainer.core.networks import forward_layers, mlp
 from trainer.core.replay import ReplayBuffer, ReplaySample
 from trainer.core.soft_actor_critic import (
     EnsembleMLP,
@@ -97,7 +97,7 @@ class SquashedGaussianActor(nn.Module):
 
     def heads(self, normalized_BO: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The outputs for observations already normalised."""
-        mean_BD, log_std_BD = self.net(normalized_BO).chunk(2, dim=-1)
+        mean_BD, log_std_BD = forward_layers(self.net, normalized_BO).chunk(2, dim=-1)
         return mean_BD, log_std_BD.clamp(self.log_std_min, self.log_std_max)
 
 

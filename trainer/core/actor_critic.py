@@ -198,7 +198,9 @@ class RolloutLearner(PolicyGradientLearner):
             batch.next_observations,
             batch.terminated,
             batch.truncated,
-            self._masks(batch.action_masks, len(batch.actions)),
+            None
+            if batch.action_masks is None
+            else self._masks(batch.action_masks, len(batch.actions)),
             batch.log_probs,
             batch.episode_keys,
         )
@@ -230,10 +232,11 @@ class RolloutLearner(PolicyGradientLearner):
             next_values_M = self.net.value(
                 torch.from_numpy(r.next_observations_TNO[: r.pos].reshape(total, -1))
             )
+            masks = r.flat_masks()
             log_probs_M = self.head.log_prob(
                 params_MP,
                 torch.from_numpy(r.actions_TN[: r.pos].reshape(total, *r.action_shape)),
-                torch.from_numpy(r.action_masks_TNA[: r.pos].reshape(total, -1)),
+                None if masks is None else torch.from_numpy(masks),
             )
         shape = (r.pos, r.n_envs)
         r.values_TN[: r.pos] = values_M.numpy().reshape(shape)

@@ -6,6 +6,10 @@ arithmetic: `torch.optim.Adam` (fused) plus `clip_grad_norm_` over the six tenso
 67k-parameter Q-network took 0.25 ms of a 0.9 ms DQN gradient step. On one flat buffer, zeroing
 the gradients is one kernel, clipping by global norm three (norm, scale, multiply; no host
 sync), and the step is PyTorch's own optimizer (fused Adam, or RMSprop) over a single tensor.
+After Adam's first step (which `torch.optim.Adam` makes, creating its state), the steps call
+its fused kernel directly, as `torch.optim.Adam.step` would with the same state and arguments:
+the Python around it (hooks, grouping by device, profiler records) cost about as much as the
+kernel itself on these sizes (36 us against 9 us for PPO's 9k parameters).
 
 The update rules are therefore exactly `torch.optim.Adam`'s and `torch.optim.RMSprop`'s, and the
 clipping is `clip_grad_norm_`'s: coefficient max_norm / (norm + 1e-6), at most 1.
@@ -80,6 +84,8 @@ class FlatOptimizer:
             if kind == "adam"
             else torch.optim.RMSprop([self.flat], lr=lr, alpha=alpha, eps=eps)
         )
+        self._adam_state: tuple[list[torch.Tensor], ...] | None = None
+        """([step], [exp_avg], [exp_avg_sq]) of Adam once torch has created them."""
 
     @property
     def lr(self) -> float:
@@ -101,7 +107,34 @@ class FlatOptimizer:
         return norm
 
     def step(self) -> None:
-        self.optimizer.step()
+        if self.kind != "adam" or self._adam_state is None:
+            self.optimizer.step()
+            if self.kind == "adam":
+                state = self.optimizer.state[self.flat]
+                self._adam_state = ([state["step"]], [state["exp_avg"]], [state["exp_avg_sq"]])
+            return
+        steps, exp_avgs, exp_avg_sqs = self._adam_state
+        group = self.optimizer.param_groups[0]
+        beta1, beta2 = group["betas"]
+        with torch.no_grad():  # what torch.optim.Adam(fused=True).step runs, minus the wrapping
+            torch._foreach_add_(steps, 1)
+            torch._fused_adam_(
+                [self.flat],
+                [self.grad],
+                exp_avgs,
+                exp_avg_sqs,
+                [],
+                steps,
+                amsgrad=False,
+                lr=group["lr"],
+                beta1=beta1,
+                beta2=beta2,
+                weight_decay=0.0,
+                eps=group["eps"],
+                maximize=False,
+                grad_scale=None,
+                found_inf=None,
+            )
 
     def state_tensors(self, prefix: str) -> dict[str, npt.NDArray[Any]]:
         """The optimizer's per-element state (moments, step count) as arrays."""
@@ -132,3 +165,4 @@ class FlatOptimizer:
                 "param_groups": self.optimizer.state_dict()["param_groups"],
             }
         )
+        self._adam_state = None  # the next step picks up the loaded tensors

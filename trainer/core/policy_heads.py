@@ -142,10 +142,9 @@ class CategoricalHead:
         if deterministic:
             actions_B = masking.masked_argmax_torch(params_BP, masks_BA)
             return actions_B.numpy(), np.ones(batch, dtype=np.float32)
-        actions_B = masking.sample_categorical(params_BP, masks_BA, rng)
-        probabilities_BA = masking.masked_probabilities(params_BP, masks_BA)
-        chosen_B = probabilities_BA.gather(1, actions_B.unsqueeze(1)).squeeze(1)
-        return actions_B.numpy(), chosen_B.numpy()
+        drawn_B = masking.sample_categorical(params_BP, masks_BA, rng).numpy()
+        probabilities_BA = masking.masked_probabilities(params_BP, masks_BA).numpy()
+        return drawn_B, probabilities_BA[np.arange(batch), drawn_B]
 
     def policy_module(self, actor: nn.Module) -> nn.Module:
         return SoftmaxPolicy(actor)

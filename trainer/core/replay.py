@@ -67,7 +67,12 @@ class ReplayBuffer:
 
     def add(self, batch: TransitionBatch, discounts: npt.NDArray[np.float32]) -> None:
         count = len(batch.actions)
-        slots = (self.position + np.arange(count)) % self.capacity
+        # Consecutive slots as a slice (cheaper to write through than an index array).
+        slots: slice | npt.NDArray[np.int64] = (
+            slice(self.position, self.position + count)
+            if self.position + count <= self.capacity
+            else (self.position + np.arange(count)) % self.capacity
+        )
         self.observations[slots] = batch.observations.reshape(count, -1)
         self.next_observations[slots] = batch.next_observations.reshape(count, -1)
         self.actions[slots] = batch.actions.reshape(count, *self.actions.shape[1:])
@@ -81,7 +86,7 @@ class ReplayBuffer:
         self.position = int((self.position + count) % self.capacity)
         self.size = min(self.size + count, self.capacity)
 
-    def _on_add(self, slots: npt.NDArray[np.int64]) -> None:
+    def _on_add(self, slots: slice | npt.NDArray[np.int64]) -> None:
         """Hook for subclasses that keep per-slot state."""
 
     def _draw(
@@ -161,7 +166,9 @@ class PrioritizedReplayBuffer(ReplayBuffer):
         self.tree = SumTree(capacity)
         self.max_priority = 1.0
 
-    def _on_add(self, slots: npt.NDArray[np.int64]) -> None:
+    def _on_add(self, slots: slice | npt.NDArray[np.int64]) -> None:
+        if isinstance(slots, slice):
+            slots = np.arange(slots.start, slots.stop)
         self.tree.set(slots, np.full(len(slots), self.max_priority**self.alpha))
 
     def _draw(

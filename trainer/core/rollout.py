@@ -14,7 +14,7 @@ successor row, and `behavior_weights` gives each row its truncated importance we
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -152,6 +152,7 @@ class RolloutBuffer:
         """log mu(a|s) recorded when acting; NaN where not recorded (mu = pi_old)."""
         self.keys_TN = np.zeros(shape, dtype=np.int64)
         """Episode keys; the env column index where none was given."""
+        self.env_columns = np.arange(n_envs)
         self.keyed = False
         """Whether any step of the rollout came with episode keys."""
 
@@ -167,10 +168,11 @@ class RolloutBuffer:
         next_observations: FloatArray,
         terminated: BoolArray,
         truncated: BoolArray,
-        action_masks: BoolArray,
+        action_masks: BoolArray | None,
         log_probs: FloatArray | None = None,
         keys: IntArray | None = None,
     ) -> None:
+        """One lockstep step; `action_masks` None: every action was allowed."""
         n_envs = len(actions)
         if n_envs != self.n_envs:
             if self.pos > 0:
@@ -185,9 +187,9 @@ class RolloutBuffer:
         self.rewards_TN[t] = rewards
         self.terminated_TN[t] = terminated
         self.truncated_TN[t] = truncated
-        self.action_masks_TNA[t] = action_masks
+        self.action_masks_TNA[t] = True if action_masks is None else action_masks
         self.behavior_log_probs_TN[t] = np.nan if log_probs is None else log_probs
-        self.keys_TN[t] = np.arange(n_envs) if keys is None else keys
+        self.keys_TN[t] = self.env_columns if keys is None else keys
         self.keyed = self.keyed or keys is not None
         self.pos += 1
 
@@ -224,9 +226,12 @@ class RolloutBuffer:
         returns_TN: FloatArray,
         batch_size: int,
         rng: np.random.Generator,
-    ) -> Iterator[RolloutMinibatch]:
-        """One pass over the rollout in shuffled minibatches of `batch_size` (the last one may be
-        smaller)."""
+        epochs: int = 1,
+    ) -> list[RolloutMinibatch]:
+        """`epochs` passes over the rollout, each in shuffled minibatches of `batch_size` (the
+        last one of a pass may be smaller). Each pass's permutation is drawn in turn (as pass by
+        pass), the rows of all the passes are gathered at once, and every minibatch is a slice of
+        them: a handful of array copies per update instead of a dozen per minibatch."""
         total = self.pos * self.n_envs
         flat: dict[str, npt.NDArray[Any]] = {
             "observations": self.observations_TNO[: self.pos].reshape(total, -1),
@@ -238,15 +243,23 @@ class RolloutBuffer:
         }
         masks = self.flat_masks()
         weights = self.behavior_weights()
-        order = rng.permutation(total)
-        for start in range(0, total, batch_size):
-            rows = order[start : start + batch_size]
-            yield RolloutMinibatch(
-                **{k: torch.from_numpy(v[rows]) for k, v in flat.items()},
-                action_masks=None if masks is None else torch.from_numpy(masks[rows]),
-                rows=torch.from_numpy(rows),
-                weights=None if weights is None else torch.from_numpy(weights[rows]),
-            )
+        order = np.concatenate([rng.permutation(total) for _ in range(epochs)])
+        sizes = [min(batch_size, total - start) for start in range(0, total, batch_size)] * epochs
+
+        def split(rows: npt.NDArray[Any] | None) -> Sequence[torch.Tensor | None]:
+            """`rows` (in minibatch order) as one tensor view per minibatch."""
+            if rows is None:
+                return [None] * len(sizes)
+            return torch.split(torch.from_numpy(rows), sizes)
+
+        columns = {name: split(values[order]) for name, values in flat.items()}
+        columns["action_masks"] = split(None if masks is None else masks[order])
+        columns["rows"] = split(order)
+        columns["weights"] = split(None if weights is None else weights[order])
+        return [
+            RolloutMinibatch._make(columns[name][k] for name in RolloutMinibatch._fields)
+            for k in range(len(sizes))
+        ]
 
     _STORED = (
         "observations_TNO",
