@@ -66,7 +66,7 @@ bench-sb3: install
 bench-report: install
 	$(VENV)/bin/agentserve benchmark report
 
-## Our server against a bare gRPC echo server (about 4 minutes); docs/serving-benchmark.md.
+## Our server against a bare gRPC echo server (about 4 to 5 minutes, hot reload included); docs/serving-benchmark.md.
 bench-serving: install
 	$(VENV)/bin/agentserve bench $(ARGS)
 
