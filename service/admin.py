@@ -184,10 +184,7 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
             self.repository.get(name)  # NOT_FOUND for unknown policies
             raise FailedPrecondition(f"policy {name!r} does not learn online")
         before = online.version
-        online.snapshot()  # on the event loop, like every other call into the learner
-        publisher = online._publisher  # the export of the policy as a new version
-        if publisher is not None:
-            await asyncio.to_thread(publisher.join)
+        await online.checkpoint()  # requested on the event loop, written by the learner
         if online.version == before:
             raise FailedPrecondition(
                 f"the snapshot of {name!r} was written, but publishing a new version failed "

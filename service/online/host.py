@@ -33,6 +33,7 @@ import math
 import os
 import threading
 from collections import OrderedDict
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -468,10 +469,12 @@ class OnlinePolicy:
 
     # --- Snapshots, publishing, recovery --------------------------------------------------------
 
-    def snapshot(self) -> None:
+    def snapshot(self, publish: bool = False) -> Future[None]:
         """Rolls the log and asks the learner for a snapshot at this log position; it is written
         (and the policy as it is then published as a new version) once the learner has learned
-        from every transition logged so far."""
+        from every transition logged so far. The future completes when the snapshot is durable
+        and its publishing has started. `publish`: publish even if an earlier publish is still
+        running (after it), as an explicit checkpoint must."""
         covered = self.wal.roll()
         online = {
             "wal_sequence": covered,
@@ -481,12 +484,33 @@ class OnlinePolicy:
             "reward_mean": self.reward_mean,
         }
         self.updates_since_snapshot = 0
-        self.worker.request(lambda learner: self._write_snapshot(learner, online))
+        written: Future[None] = Future()
 
-    def _write_snapshot(self, learner: Learner, online: dict[str, Any]) -> None:
+        def task(learner: Learner) -> None:
+            try:
+                self._write_snapshot(learner, online, publish)
+            except BaseException as error:
+                written.set_exception(error)
+                raise
+            written.set_result(None)
+
+        self.worker.request(task)
+        return written
+
+    async def checkpoint(self) -> None:
+        """A snapshot now, published as a new version: returns once both are done (the new
+        version is `self.version` unless publishing failed, which the log explains)."""
+        await asyncio.wrap_future(self.snapshot(publish=True))
+        publisher = self._publisher
+        if publisher is not None:
+            await asyncio.to_thread(publisher.join)
+
+    def _write_snapshot(self, learner: Learner, online: dict[str, Any], publish: bool) -> None:
         """In the learner's thread (inline for table learners): durable state, then the log
         segments it covers go."""
         covered = int(online["wal_sequence"])
+        if publish and self._publisher is not None:
+            self._publisher.join()
         self._start_publish(learner, covered)
         state = learner.state_dict()
         path = self.state_dir / f"snapshot-{covered:020d}.safetensors"

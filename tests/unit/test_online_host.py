@@ -166,3 +166,24 @@ def test_acknowledgement_waits_for_the_disk_and_fsyncs_are_shared(
         assert not any(on_loop for _, on_loop in fsyncs)  # never on the event loop's thread
     finally:
         online.close()
+
+
+def test_a_checkpoint_of_a_learner_in_its_thread_is_written_and_published(tmp_path: Path) -> None:
+    """An explicit checkpoint (the admin service's) waits for the learner thread to write the
+    snapshot and for the new version to be published, even right after another one."""
+    repo = tmp_path / "models"
+    name = untrained_policy(repo, "dqn", "CartPole-v1", *SMALL["dqn"])
+    manifest = load_manifest(repo / name / "1").manifest
+    online = OnlinePolicy(manifest, tmp_path / "state", repo, Metrics(), snapshot_every=10**6)
+    try:
+        assert online.worker.background
+        drive(online, 120)
+        asyncio.run(online.checkpoint())
+        assert online.version == 2
+        assert (repo / name / "2").is_dir()
+        assert len(list((tmp_path / "state" / name).glob("snapshot-*"))) == 1
+        drive(online, 30)
+        asyncio.run(online.checkpoint())  # publishes after the first, never skipped
+        assert online.version == 3
+    finally:
+        online.close()
