@@ -6,6 +6,7 @@ too far behind."""
 from __future__ import annotations
 
 import asyncio
+import shutil
 import threading
 from pathlib import Path
 
@@ -24,6 +25,31 @@ SMALL = {
     "dqn": ("net_arch=[32, 32]", "learning_starts=50", "train_freq=2", "batch_size=16"),
     "ppo": ("net_arch=[32, 32]", "n_steps=64", "batch_size=32", "n_epochs=2"),
 }
+
+
+@pytest.fixture(scope="module")
+def exports(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, str]]:
+    """One untrained export per learner these tests use (exports take seconds), by algorithm:
+    (its repository, its name)."""
+    made = {}
+    for algorithm, env_id, overrides in (
+        ("dqn", "CartPole-v1", SMALL["dqn"]),
+        ("ppo", "CartPole-v1", SMALL["ppo"]),
+        ("ucb1", "agentserve/BernoulliBandit-v0", ()),
+    ):
+        repo = tmp_path_factory.mktemp(f"export-{algorithm}")
+        made[algorithm] = (repo, untrained_policy(repo, algorithm, env_id, *overrides))
+    return made
+
+
+def fresh_repo(
+    exports: dict[str, tuple[Path, str]], algorithm: str, tmp_path: Path
+) -> tuple[Path, str]:
+    """A model repository of this test's own holding the untrained `algorithm` as version 1."""
+    source, name = exports[algorithm]
+    repo = tmp_path / "models"
+    shutil.copytree(source / name, repo / name)
+    return repo, name
 
 
 def drive(online: OnlinePolicy, steps: int, simulators: int = 3) -> None:
@@ -53,9 +79,10 @@ def drive(online: OnlinePolicy, steps: int, simulators: int = 3) -> None:
 
 
 @pytest.mark.parametrize("algorithm", sorted(SMALL))
-def test_a_restart_rebuilds_the_learner_that_was_running(algorithm: str, tmp_path: Path) -> None:
-    repo = tmp_path / "models"
-    name = untrained_policy(repo, algorithm, "CartPole-v1", *SMALL[algorithm])
+def test_a_restart_rebuilds_the_learner_that_was_running(
+    exports: dict[str, tuple[Path, str]], algorithm: str, tmp_path: Path
+) -> None:
+    repo, name = fresh_repo(exports, algorithm, tmp_path)
     manifest = load_manifest(repo / name / "1").manifest
     online = OnlinePolicy(manifest, tmp_path / "state", repo, Metrics(), snapshot_every=70)
     try:
@@ -79,10 +106,9 @@ def test_a_restart_rebuilds_the_learner_that_was_running(algorithm: str, tmp_pat
 
 
 def test_feedback_waits_while_the_learner_is_too_far_behind(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    exports: dict[str, tuple[Path, str]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    repo = tmp_path / "models"
-    name = untrained_policy(repo, "dqn", "CartPole-v1", *SMALL["dqn"])
+    repo, name = fresh_repo(exports, "dqn", tmp_path)
     manifest = load_manifest(repo / name / "1").manifest
     monkeypatch.setattr(host, "MAX_LAG", 2)
     online = OnlinePolicy(manifest, tmp_path / "state", repo, Metrics())
@@ -107,9 +133,10 @@ def test_feedback_waits_while_the_learner_is_too_far_behind(
         online.close()
 
 
-def test_a_decision_records_the_version_that_made_it(tmp_path: Path) -> None:
-    repo = tmp_path / "models"
-    name = untrained_policy(repo, "dqn", "CartPole-v1", *SMALL["dqn"])
+def test_a_decision_records_the_version_that_made_it(
+    exports: dict[str, tuple[Path, str]], tmp_path: Path
+) -> None:
+    repo, name = fresh_repo(exports, "dqn", tmp_path)
     manifest = load_manifest(repo / name / "1").manifest
     online = OnlinePolicy(manifest, tmp_path / "state", repo, Metrics())
     observation = np.zeros((1, 4), np.float32)
@@ -130,12 +157,11 @@ def test_a_decision_records_the_version_that_made_it(tmp_path: Path) -> None:
 
 
 def test_acknowledgement_waits_for_the_disk_and_fsyncs_are_shared(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    exports: dict[str, tuple[Path, str]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """`durable(n)` returns only after an fsync that covers record n, run off the event loop;
     feedback arriving while one fsync runs shares the next one (group commit)."""
-    repo = tmp_path / "models"
-    name = untrained_policy(repo, "ucb1", "agentserve/BernoulliBandit-v0")
+    repo, name = fresh_repo(exports, "ucb1", tmp_path)
     manifest = load_manifest(repo / name / "1").manifest
     online = OnlinePolicy(manifest, tmp_path / "state", repo, Metrics())
     fsyncs: list[tuple[int, bool]] = []
@@ -168,11 +194,12 @@ def test_acknowledgement_waits_for_the_disk_and_fsyncs_are_shared(
         online.close()
 
 
-def test_a_checkpoint_of_a_learner_in_its_thread_is_written_and_published(tmp_path: Path) -> None:
+def test_a_checkpoint_of_a_learner_in_its_thread_is_written_and_published(
+    exports: dict[str, tuple[Path, str]], tmp_path: Path
+) -> None:
     """An explicit checkpoint (the admin service's) waits for the learner thread to write the
     snapshot and for the new version to be published, even right after another one."""
-    repo = tmp_path / "models"
-    name = untrained_policy(repo, "dqn", "CartPole-v1", *SMALL["dqn"])
+    repo, name = fresh_repo(exports, "dqn", tmp_path)
     manifest = load_manifest(repo / name / "1").manifest
     online = OnlinePolicy(manifest, tmp_path / "state", repo, Metrics(), snapshot_every=10**6)
     try:
