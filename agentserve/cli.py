@@ -507,7 +507,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-wait-ms",
         type=float,
         default=0.0,
-        help="wait this long for more requests once the queue is drained (default 0: never)",
+        help="under concurrent load, wait this long for more requests once the queue is drained "
+        "(a lone request never waits; default 0: never wait)",
     )
     p.add_argument(
         "--max-queue",

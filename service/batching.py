@@ -10,14 +10,18 @@ next. No worker task, no extra wake-up: a queued request costs one turn of the l
 what is queued beats a fixed window: on these machines a fixed 1 ms window made a lone
 simulator's latency 4x worse, so `max_wait` is 0 unless configured.
 
-A request that would be a batch of one is decided inline, in its own handler, with no future and
-no turn of the loop: nothing is queued or scheduled for its policy version, `max_wait` is 0, and no
-other callback is ready on the loop (so no other handler could run, and enqueue, before the drain
-would: the drain runs before the callbacks of the next poll for I/O). The drain would then find
-exactly this request, so the decision, the deadline check, the errors and the metrics are the
-same as the batched path's; only the wait is gone. That is the common case of a lone caller (one
-simulator, one unary client), where the future, the drain and the extra turn of the loop cost
-more than the inference.
+A request that is alone is decided inline, in its own handler, with no future and no turn of the
+loop: nothing is queued or scheduled for its policy version and no other callback is ready on the
+loop (so no other handler could run, and enqueue, before the drain would: the drain runs before
+the callbacks of the next poll for I/O). With `max_wait` 0 the drain would then find exactly this
+request, so the decision, the deadline check, the errors and the metrics are the same as the
+batched path's; only the wait is gone. That is the common case of a lone caller (one simulator,
+one unary client), where the future, the drain and the extra turn of the loop cost more than the
+inference. With `max_wait` > 0 the window is adaptive: a request that is alone still goes
+inline (a lone simulator never waits for company that cannot come), and only requests that find
+others around (queued, or other callbacks ready: concurrent load) wait up to `max_wait` for more.
+Measured on these machines (32 concurrent unary callers, bundled CartPole DQN): `max_wait` 0:
+2,687 calls/s; 1 ms: 4,535 calls/s, with a lone caller's p50 0.84 → 0.90 ms.
 
 A request whose deadline has passed when its batch forms is skipped (DEADLINE_EXCEEDED); a full
 queue refuses new requests (RESOURCE_EXHAUSTED), so memory stays bounded under overload.
@@ -91,9 +95,7 @@ class PolicyBatcher:
         # The loop's queue of ready callbacks (CPython's asyncio keeps it in `_ready`); a loop
         # without one never decides inline.
         ready = getattr(self._loop, "_ready", None)
-        self._ready: deque[object] | None = (
-            ready if isinstance(ready, deque) and config.max_wait == 0 else None
-        )
+        self._ready: deque[object] | None = ready if isinstance(ready, deque) else None
 
     async def decide(
         self,

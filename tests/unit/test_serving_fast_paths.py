@@ -118,16 +118,31 @@ def test_requests_that_arrive_together_are_still_batched(cartpole: ServedPolicy)
     assert calls == [5]
 
 
-def test_max_wait_keeps_a_lone_request_waiting_for_company(cartpole: ServedPolicy) -> None:
-    async def scenario() -> float:
+def test_max_wait_holds_concurrent_requests_for_company_but_not_a_lone_one(
+    cartpole: ServedPolicy,
+) -> None:
+    calls: list[int] = []
+
+    async def scenario() -> tuple[float, float]:
         batcher = PolicyBatcher(
             cartpole, BatchingConfig(max_wait=0.05), np.random.default_rng(0), Metrics()
         )
         started = time.monotonic()
-        await batcher.decide(cartpole.prepare([0.0] * 4, []), True)
-        return time.monotonic() - started
+        await batcher.decide(cartpole.prepare([0.0] * 4, []), True)  # alone: inline
+        alone = time.monotonic() - started
+        started = time.monotonic()
+        await asyncio.gather(
+            *(batcher.decide(cartpole.prepare([0.0] * 4, []), True) for _ in range(5))
+        )
+        return alone, time.monotonic() - started
 
-    assert asyncio.run(scenario()) >= 0.04
+    cartpole.infer = counting_infer(cartpole, calls)  # type: ignore[assignment,method-assign]
+    try:
+        alone, together = asyncio.run(scenario())
+    finally:
+        del cartpole.infer
+    assert alone < 0.04  # no company can come for a lone caller: it never waits
+    assert together >= 0.04 and calls == [1, 5]  # the five waited and went as one batch
 
 
 def test_an_inline_request_past_its_deadline_is_skipped(cartpole: ServedPolicy) -> None:
