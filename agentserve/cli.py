@@ -506,9 +506,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--max-wait-ms",
         type=float,
-        default=0.0,
+        default=1.0,
         help="under concurrent load, wait this long for more requests once the queue is drained "
-        "(a lone request never waits; default 0: never wait)",
+        "(a lone request never waits; 0: never wait)",
     )
     p.add_argument(
         "--max-queue",

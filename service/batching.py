@@ -7,8 +7,8 @@ on the loop (the handlers of requests that arrived together enqueue first) — o
 seconds later when configured. The drain takes up to `max_batch` requests, runs the runtime
 once, and resolves each future with its own decision or its own error; what is left is drained
 next. No worker task, no extra wake-up: a queued request costs one turn of the loop. Draining
-what is queued beats a fixed window: on these machines a fixed 1 ms window made a lone
-simulator's latency 4x worse, so `max_wait` is 0 unless configured.
+what is queued beats a fixed window for a lone caller: on these machines a fixed 1 ms window made
+a lone simulator's latency 4x worse, so the window applies only under concurrent load (below).
 
 A request that is alone is decided inline, in its own handler, with no future and no turn of the
 loop: nothing is queued or scheduled for its policy version and no other callback is ready on the
@@ -21,7 +21,9 @@ inference. With `max_wait` > 0 the window is adaptive: a request that is alone s
 inline (a lone simulator never waits for company that cannot come), and only requests that find
 others around (queued, or other callbacks ready: concurrent load) wait up to `max_wait` for more.
 Measured on these machines (32 concurrent unary callers, bundled CartPole DQN): `max_wait` 0:
-2,687 calls/s; 1 ms: 4,535 calls/s, with a lone caller's p50 0.84 → 0.90 ms.
+2,687 calls/s; 1 ms: 4,535 calls/s, with a lone caller's p50 0.84 → 0.90 ms; hence the default
+of 1 ms (`agentserve bench`, docs/serving-benchmark.md: unary concurrency 32 went from 0.55 to
+0.84 of the echo server's calls/s; 32 streams 0.64 → 0.57).
 
 A request whose deadline has passed when its batch forms is skipped (DEADLINE_EXCEEDED); a full
 queue refuses new requests (RESOURCE_EXHAUSTED), so memory stays bounded under overload.
@@ -51,8 +53,9 @@ log = logging.getLogger("agentserve.batching")
 class BatchingConfig:
     max_batch: int = 64
     """Most requests in one runtime call."""
-    max_wait: float = 0.0
-    """Seconds a batch may wait for more requests after the queue is drained (0 = never)."""
+    max_wait: float = 0.001
+    """Seconds a batch of concurrent requests may wait for more after the queue is drained
+    (0 = never; a lone request never waits)."""
     max_queue: int = 1024
     """Requests waiting per policy version before new ones get RESOURCE_EXHAUSTED."""
 
