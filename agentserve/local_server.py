@@ -12,6 +12,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from abc import ABC, abstractmethod
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
@@ -19,7 +20,7 @@ from typing import Any, Self
 from agentserve.errors import AgentserveError
 
 
-class ChildServer:
+class ChildServer(ABC):
     """A server started as a child process (`command`) that writes a JSON ready file with its
     ports once it accepts calls; stopped by SIGTERM (SIGKILL after a timeout)."""
 
@@ -38,11 +39,11 @@ class ChildServer:
     def target(self) -> str:
         return f"{self.host}:{self.port}"
 
+    @abstractmethod
     def command(self, ready_file: Path) -> list[str]:
         """The command line that starts the server and makes it write `ready_file`."""
-        raise NotImplementedError
 
-    def on_ready(self, info: dict[str, Any]) -> None:
+    def on_ready(self, info: dict[str, Any]) -> None:  # noqa: B027 (optional hook)
         """Reads the ready file's fields beyond port and pid."""
 
     def start(self) -> Self:
