@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 INSTALL := deploy/install.sh $(VENV) dev
 
-.PHONY: install run test check lint typecheck proto proto-check learning bench-learning bench-cliff bench-bandits bench-masking bench-sb3 bench-report bench-serving bundle image image-cuda clean
+.PHONY: install run test check lint typecheck proto proto-check learning bench-learning bench-cliff bench-bandits bench-masking bench-sb3 bench-report bench-serving bench-breakdown bundle image image-cuda clean
 
 install:
 	@$(INSTALL)
@@ -69,6 +69,10 @@ bench-report: install
 ## Our server against a bare gRPC echo server (about 4 to 5 minutes, hot reload included); docs/serving-benchmark.md.
 bench-serving: install
 	$(VENV)/bin/agentserve bench $(ARGS)
+
+## Where the latency of one Act call goes, stage by stage, against the echo server (about 2.5 minutes); docs/serving-breakdown.md.
+bench-breakdown: install
+	$(VENV)/bin/agentserve bench --breakdown $(ARGS)
 
 ## Retrain the bundled default model repository (service/default_models).
 bundle: install

@@ -374,9 +374,25 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from agentserve.bench import report
     from agentserve.bench.runner import Settings, command_line, load_results, run_benchmark
 
+    if args.report_only and args.breakdown:
+        from agentserve.bench import breakdown
+
+        page = breakdown.write(args.out, breakdown.load_results(args.out))
+        print(f"wrote {page}")
+        return 0
     if args.report_only:
         page = report.write(args.out, load_results(args.out))
         print(f"wrote {page}")
+        return 0
+    if args.breakdown:
+        from agentserve.bench.breakdown import SCENARIOS, run_breakdown
+
+        if args.only:
+            raise ConfigError("--breakdown measures its own scenarios: leave out --only")
+        settings = Settings(
+            seconds=args.seconds, warmup=args.warmup, repeats=args.repeats, only=SCENARIOS
+        )
+        run_breakdown(settings, args.out, command_line(settings, args.out, breakdown=True))
         return 0
     settings = Settings(
         seconds=args.seconds, warmup=args.warmup, repeats=args.repeats, only=tuple(args.only)
@@ -703,6 +719,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--report-only",
         action="store_true",
         help="re-render the page from the stored results, measure nothing",
+    )
+    p.add_argument(
+        "--breakdown",
+        action="store_true",
+        help="instead: where the latency of one Act call goes, stage by stage, against the echo "
+        "server (OUT/serving-breakdown.md)",
     )
     p.set_defaults(func=cmd_bench)
 

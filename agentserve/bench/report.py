@@ -65,13 +65,13 @@ def _measured_text(verdict: Mapping[str, Any]) -> str:
     return f"{what} ratio ours/echo {fmt_ratio(value)}"
 
 
-def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     return lines
 
 
-def _machine(data: Mapping[str, Any]) -> list[str]:
+def machine_lines(data: Mapping[str, Any]) -> list[str]:
     host = data["machine"]
     packages = host["packages"]
     versions = ", ".join(f"{name} {version}" for name, version in packages.items() if version)
@@ -206,7 +206,7 @@ def _reload_section(
             ]
         )
     lines = ["", "Hot reload, per repeat:", ""]
-    lines += _table(header, rows)
+    lines += table(header, rows)
     if summary:
         lines += ["", _reload_text(summary) + "."]
     return lines
@@ -264,7 +264,7 @@ def _scenario_section(
     if not ours_only:
         rows.append(ratio_row)
     lines = [f"### `{scenario['name']}`: {scenario['title']}", ""]
-    lines += _table(header, rows)
+    lines += table(header, rows)
     if ours_only:
         return [*lines, *_reload_section(scenario, entry, runs), ""]
     ours, echo = entry.get(OURS), entry.get(ECHO)
@@ -301,7 +301,7 @@ def _summary_table(data: Mapping[str, Any]) -> list[str]:
             ]
         )
     header = ["scenario", "unit", "ours", "echo", "ratio", "ours p50 ms", "echo p50 ms"]
-    return _table([*header, "p50 ratio", "ours actions/s"], rows)
+    return table([*header, "p50 ratio", "ours actions/s"], rows)
 
 
 def _runs_table(data: Mapping[str, Any]) -> list[str]:
@@ -318,7 +318,7 @@ def _runs_table(data: Mapping[str, Any]) -> list[str]:
         for run in data["runs"]
     ]
     header = ["scenario", "repeat", "server", "rate", "p50 ms", "p99 ms", "server CPU (cores)"]
-    return _table(header, rows)
+    return table(header, rows)
 
 
 def _all_verdicts(stored: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
@@ -356,7 +356,7 @@ def render(data: Mapping[str, Any]) -> str:
         "## Targets",
         "",
     ]
-    lines += _table(
+    lines += table(
         ["target", "requirement", "measured", "scenario", "met"],
         [
             [
@@ -372,7 +372,7 @@ def render(data: Mapping[str, Any]) -> str:
     lines += ["", "## Summary", ""]
     lines += _summary_table(data)
     lines += ["", "## Machine", ""]
-    lines += _machine(data)
+    lines += machine_lines(data)
     lines += ["", "## How it was measured", ""]
     lines += _method(data)
     lines += ["", "## Scenarios", ""]

@@ -77,7 +77,7 @@ class Settings:
 
 
 @dataclass(frozen=True)
-class _Server:
+class Server:
     name: str
     target: str
     pid: int
@@ -116,7 +116,7 @@ def _sleep_until(wall: float) -> None:
 
 
 def _jobs(
-    server: _Server,
+    server: Server,
     scenario: Scenario,
     settings: Settings,
     seed: int,
@@ -158,7 +158,7 @@ def _figures(
 
 def measure(
     pool: WorkerPool,
-    server: _Server,
+    server: Server,
     scenario: Scenario,
     settings: Settings,
     seed: int,
@@ -192,7 +192,7 @@ def _wait_serving(target: str, version: int, timeout: float) -> None:
 
 def measure_reload(
     pool: WorkerPool,
-    server: _Server,
+    server: Server,
     repo: ReloadRepository,
     scenario: Scenario,
     settings: Settings,
@@ -256,7 +256,7 @@ def _ms(value: float | None) -> str:
     return "-" if value is None else f"{value:.1f} ms"
 
 
-def _policy_shape(target: str) -> tuple[int, int]:
+def policy_shape(target: str) -> tuple[int, int]:
     """Observation size and number of actions of POLICY on our server; errors if unsuitable."""
     with Client(target, timeout=10.0) as client:
         client.wait_ready(30.0)
@@ -289,16 +289,16 @@ def run_benchmark(
     )
     runs: list[dict[str, Any]] = []
     with contextlib.ExitStack() as stack:
-        servers: dict[str, _Server] = {}
+        servers: dict[str, Server] = {}
         shapes: list[tuple[int, int]] = []
         compared = any(not s.ours_only for s in scenarios)
         if compared:
             say("starting our server (agentserve serve, bundled repository) ...")
             ours = stack.enter_context(LocalServer(None))
-            shapes.append(_policy_shape(ours.target))
-            servers[stats.OURS] = _Server(stats.OURS, ours.target, ours.pid)
+            shapes.append(policy_shape(ours.target))
+            servers[stats.OURS] = Server(stats.OURS, ours.target, ours.pid)
         repo: ReloadRepository | None = None
-        reloader: _Server | None = None
+        reloader: Server | None = None
         if any(s.reload for s in scenarios):
             repo = stack.enter_context(ReloadRepository())
             say(
@@ -307,15 +307,15 @@ def run_benchmark(
             )
             extra = ("--watch-interval", f"{WATCH_INTERVAL_S:g}")
             local = stack.enter_context(LocalServer(repo.root, extra_args=extra))
-            reloader = _Server(stats.OURS, local.target, local.pid)
-            shapes.append(_policy_shape(reloader.target))
+            reloader = Server(stats.OURS, local.target, local.pid)
+            shapes.append(policy_shape(reloader.target))
         observation_size, actions = shapes[0]
         if compared:
             say("starting the echo server (python -m agentserve.bench.echo) ...")
             echo = stack.enter_context(
                 EchoServer(actions=actions, observation_size=observation_size)
             )
-            servers[stats.ECHO] = _Server(stats.ECHO, echo.target, echo.pid)
+            servers[stats.ECHO] = Server(stats.ECHO, echo.target, echo.pid)
         pool = stack.enter_context(WorkerPool(max(s.processes for s in scenarios)))
         client_processes = pool.size
         total, done = per_repeat * settings.repeats, 0
@@ -392,19 +392,21 @@ def load_results(out: Path) -> dict[str, Any]:
     return data
 
 
-def command_line(settings: Settings, out: Path, defaults: Settings | None = None) -> str:
+def command_line(
+    settings: Settings, out: Path, defaults: Settings | None = None, breakdown: bool = False
+) -> str:
     """The canonical `agentserve bench` command of these settings (defaults left out)."""
     import shlex
 
     base = defaults or Settings()
-    words = ["agentserve", "bench"]
+    words = ["agentserve", "bench", *(["--breakdown"] if breakdown else [])]
     if settings.seconds != base.seconds:
         words += ["--seconds", f"{settings.seconds:g}"]
     if settings.warmup != base.warmup:
         words += ["--warmup", f"{settings.warmup:g}"]
     if settings.repeats != base.repeats:
         words += ["--repeats", str(settings.repeats)]
-    if settings.only:
+    if settings.only and not breakdown:
         words += ["--only", *settings.only]
     if out != Path("docs"):
         words += ["--out", str(out)]
