@@ -177,6 +177,28 @@ def test_report_renders_stored_rows_and_marks_the_rest_not_run(tmp_path: Path) -
     assert "Taxi-v4" in _row(page, "No curves yet")
 
 
+@pytest.mark.parametrize(
+    ("bests", "verdict"),
+    [
+        ((230.0, 240.0, 205.0), "| yes, 3/3 seeds |"),
+        ((230.0, 236.0, 173.0), "| yes (the mean of the seeds); **2/3 seeds** on their own |"),
+        ((210.0, 150.0, 160.0), "| **no**, 1/3 seeds |"),
+    ],
+)
+def test_a_row_is_met_when_the_mean_over_its_seeds_reaches_the_bar(
+    tmp_path: Path, bests: tuple[float, ...], verdict: str
+) -> None:
+    path = results.part_path(tmp_path, results.REFERENCE)
+    check = _check("sac on LunarLanderContinuous-v3")
+    for seed, best in enumerate(bests):
+        entry = _reference_entry(check, best, [(10_000, best)])
+        results.merge_entry(path, "reference", check.label, seed, entry)
+    page = report.render(tmp_path).read_text(encoding="utf-8")
+    summary = _row(page, f"| {check.label} |")
+    assert f"| {sum(bests) / 3:.4g} (mean of 3) " in summary
+    assert summary.endswith(verdict)
+
+
 def _speed_entry(ours: Outcome, sb3: Outcome) -> dict[str, Any]:
     case = CASES[0]
     return {
