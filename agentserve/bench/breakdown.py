@@ -11,8 +11,6 @@ OUT/results/serving-breakdown.json.
 from __future__ import annotations
 
 import contextlib
-import datetime
-import json
 import os
 import statistics
 import time
@@ -23,7 +21,17 @@ from typing import Any
 from agentserve.bench import report, stats
 from agentserve.bench.echo import EchoServer
 from agentserve.bench.load import WorkerPool
-from agentserve.bench.runner import POLICY, Server, Settings, machine, measure, policy_shape
+from agentserve.bench.runner import (
+    POLICY,
+    Server,
+    Settings,
+    machine,
+    measure,
+    policy_shape,
+    read_json,
+    record,
+    write_json,
+)
 from agentserve.bench.scenarios import select
 from agentserve.bench.stages import ANSWER, INFER, VALIDATE, StageServer
 from agentserve.errors import AgentserveError
@@ -80,11 +88,7 @@ def run_breakdown(
                     )
     host["load_average_after"] = list(os.getloadavg())
     data: dict[str, Any] = {
-        "format": FORMAT,
-        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "command": command,
-        "wall_seconds": time.monotonic() - started,
-        "machine": host,
+        **record(FORMAT, command, started, host),
         "settings": {
             "seconds": settings.seconds,
             "warmup": settings.warmup,
@@ -95,11 +99,7 @@ def run_breakdown(
         "runs": runs,
         "summary": summarize(runs),
     }
-    path = out / RESULTS_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    path = write_json(out / RESULTS_FILE, data)
     page = write(out, data)
     say(f"wrote {path} and {page} in {data['wall_seconds']:.0f} s")
     return data
@@ -140,7 +140,7 @@ def render(data: Mapping[str, Any]) -> str:
         "# Where the latency of an Act call goes",
         "",
         f"Written by `{data['command']}` on {data['date'][:10]} from "
-        f"`{RESULTS_FILE.as_posix()}`; do not edit by hand.",
+        f"[{RESULTS_FILE.as_posix()}]({RESULTS_FILE.as_posix()}); do not edit by hand.",
         "",
         "One closed-loop caller in its own process (the caller of `agentserve bench`'s act-c1 "
         f"and stream-s1) against {len(STAGES)} servers, measured in alternation (order "
@@ -171,16 +171,7 @@ def render(data: Mapping[str, Any]) -> str:
 
 
 def load_results(out: Path) -> dict[str, Any]:
-    path = out / RESULTS_FILE
-    try:
-        data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as error:
-        raise AgentserveError(f"cannot read {path}: {error.strerror}") from None
-    except ValueError as error:
-        raise AgentserveError(f"{path} is not JSON: {error}") from None
-    if data.get("format") != FORMAT:
-        raise AgentserveError(f"{path} is not a {FORMAT} file")
-    return data
+    return read_json(out / RESULTS_FILE, FORMAT)
 
 
 def write(out: Path, data: Mapping[str, Any]) -> Path:

@@ -353,6 +353,9 @@ def render(data: Mapping[str, Any]) -> str:
         "",
         f"Command: `{data['command']}` ({minutes:.1f} minutes).",
         "",
+        "Where the latency of one call goes, stage by stage: `agentserve bench --breakdown` "
+        "([serving-breakdown.md](serving-breakdown.md)).",
+        "",
         "## Targets",
         "",
     ]

@@ -22,7 +22,7 @@ import math
 import os
 import platform
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -350,11 +350,7 @@ def run_benchmark(
         settings_stored["watch_interval_s"] = WATCH_INTERVAL_S
         settings_stored["reload_window_s"] = stats.RELOAD_WINDOW_S
     data: dict[str, Any] = {
-        "format": FORMAT,
-        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "command": command,
-        "wall_seconds": time.monotonic() - started,
-        "machine": host,
+        **record(FORMAT, command, started, host),
         "settings": settings_stored,
         "client_processes": client_processes,
         "scenarios": [
@@ -373,7 +369,15 @@ def run_benchmark(
 
 def write_results(out: Path, data: dict[str, Any]) -> Path:
     """OUT/results/serving.json, replaced atomically."""
-    path = out / RESULTS_FILE
+    return write_json(out / RESULTS_FILE, data)
+
+
+def load_results(out: Path) -> dict[str, Any]:
+    return read_json(out / RESULTS_FILE, FORMAT)
+
+
+def write_json(path: Path, data: Mapping[str, Any]) -> Path:
+    """`data` as JSON at `path`, replaced atomically (a benchmark's stored results)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n", encoding="utf-8")
@@ -381,15 +385,28 @@ def write_results(out: Path, data: dict[str, Any]) -> Path:
     return path
 
 
-def load_results(out: Path) -> dict[str, Any]:
-    path = out / RESULTS_FILE
+def read_json(path: Path, format_name: str) -> dict[str, Any]:
+    """Stored results of format `format_name`; AgentserveError names what is wrong."""
     try:
         data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
     except OSError as error:
         raise AgentserveError(f"cannot read {path}: {error.strerror}") from None
-    if data.get("format") != FORMAT:
-        raise AgentserveError(f"{path} is not a {FORMAT} file")
+    except ValueError as error:
+        raise AgentserveError(f"{path} is not JSON: {error}") from None
+    if not isinstance(data, dict) or data.get("format") != format_name:
+        raise AgentserveError(f"{path} is not a {format_name} file")
     return data
+
+
+def record(format_name: str, command: str, started: float, host: dict[str, Any]) -> dict[str, Any]:
+    """The fields every stored benchmark run begins with (`started`: its time.monotonic())."""
+    return {
+        "format": format_name,
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "command": command,
+        "wall_seconds": time.monotonic() - started,
+        "machine": host,
+    }
 
 
 def command_line(
