@@ -424,8 +424,9 @@ def _speed_section(entries: results.Entries) -> tuple[list[str], list[SpeedSumma
         "| case | threshold | budget | evaluated every | seeds "
         "| env steps to threshold (ours / SB3) "
         "| seconds to threshold (ours / SB3) | env steps/s (ours / SB3) | time ratio "
-        "| steps ratio | steps/s ratio | target | verdict |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| steps ratio | seeds with fewer / equal / more steps than SB3 | steps/s ratio "
+        "| target | verdict |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for s in summaries:
         case = s.case
@@ -439,14 +440,15 @@ def _speed_section(entries: results.Entries) -> tuple[list[str], list[SpeedSumma
             f"| {len(s.seeds)} "
         )
         if not s.seeds:
-            lines.append(head + f"| {NOT_RUN} | | | | | | {target} | {NOT_RUN} |")
+            lines.append(head + f"| {NOT_RUN} | | | | | | | {target} | {NOT_RUN} |")
             continue
         verdict = "**met**" if s.met else s.verdict
         lines.append(
             head + f"| {_steps(s.steps['agentserve'])} / {_steps(s.steps['sb3'])} "
             f"| {_num(s.seconds['agentserve'], 3)} / {_num(s.seconds['sb3'], 3)} "
             f"| {_steps(s.rate['agentserve'])} / {_steps(s.rate['sb3'])} "
-            f"| {_ratio(s.time_ratio)} | {_ratio(s.steps_ratio)} | {_ratio(s.rate_ratio)} "
+            f"| {_ratio(s.time_ratio)} | {_ratio(s.steps_ratio)} "
+            f"| {' / '.join(map(str, s.steps_signs))} | {_ratio(s.rate_ratio)} "
             f"| {target} | {verdict} |"
         )
     per_seed = [

@@ -584,6 +584,9 @@ class SpeedSummary:
     rate_ratio: float | None
     verdict: str
     """"met", "missed: ...", "undecided: ...", "no target" or "not run yet"."""
+    steps_signs: tuple[int, int, int] = (0, 0, 0)
+    """Seeds where our env steps to threshold were fewer than, equal to, more than SB3's (a
+    threshold not reached counts as infinitely many steps; seeds where both missed: none)."""
 
     @property
     def met(self) -> bool:
@@ -611,7 +614,10 @@ def summarize(case: SpeedCase, entries: dict[str, results.Entry]) -> SpeedSummar
     }
     pairs = list(zip(outcomes["agentserve"], outcomes["sb3"], strict=True))
     time_ratio = median([ratio(a.seconds_to_threshold, b.seconds_to_threshold) for a, b in pairs])
-    steps_ratio = median([ratio(a.steps_to_threshold, b.steps_to_threshold) for a, b in pairs])
+    step_ratios = [ratio(a.steps_to_threshold, b.steps_to_threshold) for a, b in pairs]
+    steps_ratio = median(step_ratios)
+    known = [r for r in step_ratios if r is not None]
+    signs = (sum(r < 1 for r in known), sum(r == 1 for r in known), sum(r > 1 for r in known))
     rate_ratio = median([a.steps_per_second / max(b.steps_per_second, 1e-9) for a, b in pairs])
     if not usable:
         verdict = "not run yet"
@@ -635,6 +641,7 @@ def summarize(case: SpeedCase, entries: dict[str, results.Entry]) -> SpeedSummar
         steps_ratio,
         rate_ratio,
         verdict,
+        signs,
     )
 
 

@@ -228,7 +228,7 @@ def test_report_speed_table_ratios_and_verdicts(tmp_path: Path) -> None:
     page = report.render(tmp_path).read_text(encoding="utf-8")
 
     dqn = _row(page, f"| {CASES[0].label} | 475 |")
-    assert "| 20,000 / 25,000 | 10 / 30 | 2,000 / 833 | 0.33 | 0.80 | 2.40 |" in dqn
+    assert "| 20,000 / 25,000 | 10 / 30 | 2,000 / 833 | 0.33 | 0.80 | 2 / 0 / 0 | 2.40 |" in dqn
     assert dqn.endswith("| **met** |")
     ppo = _row(page, f"| {CASES[1].label} | 475 |")
     assert "not reached / 25,000" in ppo and "∞ (ours not reached)" in ppo

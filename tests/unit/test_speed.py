@@ -190,6 +190,7 @@ def test_summary_verdicts() -> None:
     assert met.steps_ratio == pytest.approx(1.0)  # median of 0.8, 1, inf
     assert met.steps["agentserve"] == 22_500
     assert met.verdict == "met" and met.met
+    assert met.steps_signs == (1, 1, 1)  # fewer, equal, more (ours missed: more)
 
     slow = summarize(case, {"0": _entry((20_000, 20.0), (25_000, 30.0))})
     assert slow.verdict.startswith("missed: time ratio")
@@ -197,6 +198,7 @@ def test_summary_verdicts() -> None:
     assert more_steps.verdict == "missed: more env steps than SB3"
     neither = summarize(case, {"0": _entry((None, None), (None, None))})
     assert neither.verdict.startswith("undecided")
+    assert neither.steps_signs == (0, 0, 0)  # both missed: no information
     assert summarize(case, {}).verdict == "not run yet"
 
 
