@@ -1,0 +1,104 @@
+"""Our DQN update against Stable-Baselines3's: from the same weights, on the same transitions and
+minibatch indices, one training phase of the CartPole preset leaves the same network. The speed
+comparison (trainer.speed) rests on both libraries running the same algorithm."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+from agentserve.spaces import space_from_gym
+from trainer import registry
+from trainer.core.config import resolve
+from trainer.learner import TransitionBatch
+from trainer.speed import CASES, sb3_setup
+
+PHASE_STEPS = 1_024
+"""Transitions in the buffer before the phase (the preset's first phase comes at 1,024)."""
+
+
+def _transitions(count: int, seed: int) -> list[tuple[Any, int, float, Any, bool, bool]]:
+    env = gym.make("CartPole-v1")
+    rng = np.random.default_rng(seed)
+    observation, _ = env.reset(seed=seed)
+    out = []
+    for _ in range(count):
+        action = int(rng.integers(2))
+        following, reward, terminated, truncated, _ = env.step(action)
+        out.append((observation, action, float(reward), following, terminated, truncated))
+        observation = env.reset()[0] if terminated or truncated else following
+    env.close()
+    return out
+
+
+def test_a_dqn_training_phase_equals_stable_baselines3s() -> None:
+    sb3 = pytest.importorskip("stable_baselines3")  # a benchmark-only extra
+    from stable_baselines3.common.env_util import make_vec_env
+    from stable_baselines3.common.logger import configure
+    from stable_baselines3.common.vec_env import DummyVecEnv
+
+    torch.manual_seed(0)
+    case = next(c for c in CASES if c.algorithm == "dqn")
+    setup = sb3_setup(case)
+    vec = make_vec_env(case.env_id, n_envs=1, seed=0, vec_env_cls=DummyVecEnv)
+    model = sb3.DQN("MlpPolicy", vec, seed=0, verbose=0, device="cpu", **setup.kwargs)
+    model.set_logger(configure(None, []))
+    spec = resolve("dqn", registry.get("dqn").config_class, case.env_id, [])
+    spec.config.total_timesteps = case.budget
+    ours = registry.get("dqn")(
+        space_from_gym(vec.observation_space), space_from_gym(vec.action_space), spec.config, 0
+    )
+    theirs = [m for m in model.q_net.q_net if isinstance(m, torch.nn.Linear)]
+    mine = [m for m in ours.q_net if isinstance(m, torch.nn.Linear)]
+    assert [m.weight.shape for m in mine] == [m.weight.shape for m in theirs]
+    with torch.no_grad():
+        for a, b in zip(mine, theirs, strict=True):
+            a.weight.copy_(b.weight)
+            a.bias.copy_(b.bias)
+        torch._foreach_copy_(list(ours.target_net.parameters()), list(ours.q_net.parameters()))
+    model.q_net_target.load_state_dict(model.q_net.state_dict())
+
+    for obs, action, reward, following, terminated, truncated in _transitions(PHASE_STEPS, 0):
+        batch = TransitionBatch(
+            obs[None].astype(np.float32),
+            np.array([action]),
+            np.array([reward], dtype=np.float32),
+            following[None].astype(np.float32),
+            np.array([terminated]),
+            np.array([truncated]),
+        )
+        ready = ours.n_step.push(batch)
+        assert ready is not None
+        ours.replay.add(*ready)
+        timeout = {"TimeLimit.truncated": truncated and not terminated}
+        done = np.array([terminated or truncated])
+        model.replay_buffer.add(
+            obs[None], following[None], np.array([action]), np.array([reward]), done, [timeout]
+        )
+    ours.num_steps = PHASE_STEPS
+
+    drawn: list[np.ndarray] = []
+    sample = ours.replay.sample
+
+    def recording(count: int, rng: np.random.Generator, progress: float = 0.0) -> Any:
+        found = sample(count, rng, progress)
+        drawn.append(np.asarray(found.indices))
+        return found
+
+    ours.replay.sample = recording  # type: ignore[method-assign]
+    gradient_steps, batch_size = spec.config.gradient_steps, spec.config.batch_size
+    ours._train_phase(gradient_steps)
+    rows = iter(np.concatenate(drawn).reshape(gradient_steps, batch_size))
+    model.replay_buffer.sample = lambda _size, env=None: model.replay_buffer._get_samples(  # type: ignore[method-assign]
+        next(rows), env=env
+    )
+    model.train(gradient_steps=gradient_steps, batch_size=batch_size)
+
+    for a, b in zip(mine, theirs, strict=True):
+        torch.testing.assert_close(a.weight, b.weight, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(a.bias, b.bias, rtol=1e-5, atol=1e-6)
+    assert not torch.equal(mine[0].weight, ours.target_net[0].weight)  # the phase changed it
