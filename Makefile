@@ -58,9 +58,9 @@ bench-bandits: install
 bench-masking: install
 	$(PY) -m trainer.masking_benchmark $(ARGS)
 
-## Training speed side by side with Stable-Baselines3 (same presets, seeds, machine, interleaved).
+## Training speed side by side with Stable-Baselines3 (same presets, seeds, machine, interleaved; about 30 minutes).
 bench-sb3: install
-	$(VENV)/bin/agentserve benchmark speed --seeds 3 $(ARGS)
+	$(VENV)/bin/agentserve benchmark speed --seeds 10 $(ARGS)
 
 ## docs/benchmarks.md from the stored results only (no training).
 bench-report: install
