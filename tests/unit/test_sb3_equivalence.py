@@ -1,6 +1,6 @@
-"""Our DQN update against Stable-Baselines3's: from the same weights, on the same transitions and
-minibatch indices, one training phase of the CartPole preset leaves the same network. The speed
-comparison (trainer.speed) rests on both libraries running the same algorithm."""
+"""Our DQN and PPO updates against Stable-Baselines3's: from the same weights, on the same data
+(and, for DQN, the same minibatch indices), one training phase of the CartPole preset leaves the
+same networks. The speed comparison (trainer.speed) rests on both running the same algorithm."""
 
 from __future__ import annotations
 
@@ -102,3 +102,78 @@ def test_a_dqn_training_phase_equals_stable_baselines3s() -> None:
         torch.testing.assert_close(a.weight, b.weight, rtol=1e-5, atol=1e-6)
         torch.testing.assert_close(a.bias, b.bias, rtol=1e-5, atol=1e-6)
     assert not torch.equal(mine[0].weight, ours.target_net[0].weight)  # the phase changed it
+
+
+def test_a_ppo_update_equals_stable_baselines3s() -> None:
+    """One rollout of the CartPole preset (8 envs x 32 steps, episodes ending inside it), then one
+    update (20 epochs, clipped surrogate, GAE, the linear learning-rate and clip schedules) from
+    the same weights: the same networks."""
+    sb3 = pytest.importorskip("stable_baselines3")
+    from stable_baselines3.common.env_util import make_vec_env
+    from stable_baselines3.common.logger import configure
+    from stable_baselines3.common.vec_env import DummyVecEnv
+
+    torch.manual_seed(0)
+    case = next(c for c in CASES if c.algorithm == "ppo")
+    setup = sb3_setup(case)
+    vec = make_vec_env(case.env_id, n_envs=setup.n_envs, seed=0, vec_env_cls=DummyVecEnv)
+    model = sb3.PPO("MlpPolicy", vec, seed=0, verbose=0, device="cpu", **setup.kwargs)
+    model.set_logger(configure(None, []))
+    spec = resolve("ppo", registry.get("ppo").config_class, case.env_id, [])
+    spec.config.total_timesteps = case.budget
+    ours = registry.get("ppo")(
+        space_from_gym(vec.observation_space), space_from_gym(vec.action_space), spec.config, 0
+    )
+    policy = model.policy
+    extractor = policy.mlp_extractor
+    theirs = [m for m in extractor.policy_net if isinstance(m, torch.nn.Linear)]
+    theirs += [policy.action_net]
+    theirs += [m for m in extractor.value_net if isinstance(m, torch.nn.Linear)]
+    theirs += [policy.value_net]
+    mine = [m for m in ours.net.actor if isinstance(m, torch.nn.Linear)]
+    mine += [m for m in ours.net.critic if isinstance(m, torch.nn.Linear)]
+    with torch.no_grad():
+        for a, b in zip(mine, theirs, strict=True):
+            a.weight.copy_(b.weight)
+            a.bias.copy_(b.bias)
+
+    initial = [m.weight.detach().clone() for m in mine]
+    envs = [gym.make(case.env_id) for _ in range(setup.n_envs)]
+    obs = np.stack([env.reset(seed=i)[0] for i, env in enumerate(envs)]).astype(np.float32)
+    rng = np.random.default_rng(0)
+    buffer = model.rollout_buffer
+    buffer.reset()
+    starts = np.ones(setup.n_envs, dtype=np.float32)
+    ended = 0
+    for _ in range(spec.config.n_steps):
+        actions = rng.integers(2, size=setup.n_envs)
+        steps = [env.step(int(a)) for env, a in zip(envs, actions, strict=True)]
+        true_next = np.stack([s[0] for s in steps]).astype(np.float32)
+        rewards = np.array([s[1] for s in steps], dtype=np.float32)
+        terminated = np.array([s[2] for s in steps])
+        truncated = np.array([s[3] for s in steps])
+        assert not truncated.any()  # (truncation bootstraps differently in each library's code)
+        following = true_next.copy()
+        for i in np.flatnonzero(terminated):
+            following[i] = envs[i].reset()[0]
+        with torch.no_grad():
+            values, log_probs, _ = policy.evaluate_actions(
+                torch.as_tensor(obs), torch.as_tensor(actions)
+            )
+        buffer.add(obs, actions.reshape(-1, 1), rewards, starts, values, log_probs)
+        ours.observe(TransitionBatch(obs, actions, rewards, true_next, terminated, truncated))
+        starts = terminated.astype(np.float32)
+        ended += int(terminated.sum())
+        obs = following
+    assert ended > 0 and ours.num_updates > 0
+    with torch.no_grad():
+        last_values = policy.predict_values(torch.as_tensor(obs))
+    buffer.compute_returns_and_advantage(last_values=last_values, dones=starts)
+    model.num_timesteps = spec.config.n_steps * setup.n_envs
+    model._current_progress_remaining = 1 - model.num_timesteps / case.budget
+    model.train()
+
+    for a, b, before in zip(mine, theirs, initial, strict=True):
+        assert not torch.equal(a.weight, before)  # the update changed every layer
+        torch.testing.assert_close(a.weight, b.weight, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(a.bias, b.bias, rtol=1e-5, atol=1e-6)
