@@ -155,3 +155,19 @@ def test_a_short_breakdown_writes_the_page_and_the_results(tmp_path: Path) -> No
     (tmp_path / breakdown.PAGE).unlink()
     assert main(["bench", "--breakdown", "--report-only", "--out", str(tmp_path)]) == 0
     assert (tmp_path / breakdown.PAGE).read_text(encoding="utf-8") == page
+
+
+def test_report_only_breakdown_names_what_is_wrong_with_the_stored_results(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["bench", "--breakdown", "--report-only", "--out", str(tmp_path)]
+    assert main(argv) == 2
+    assert "cannot read" in capsys.readouterr().err
+    stored = tmp_path / breakdown.RESULTS_FILE
+    stored.parent.mkdir(parents=True)
+    stored.write_text("{not json", encoding="utf-8")
+    assert main(argv) == 2
+    assert "is not JSON" in capsys.readouterr().err
+    stored.write_text(json.dumps({"format": "agentserve.serving-benchmark/1"}), encoding="utf-8")
+    assert main(argv) == 2
+    assert "is not a agentserve.serving-breakdown/1 file" in capsys.readouterr().err
