@@ -151,6 +151,7 @@ def render(data: Mapping[str, Any]) -> str:
         "",
     ]
     titles = {s["name"]: s["title"] for s in data["scenarios"]}
+    units = {s.name: s.rate_unit for s in select(SCENARIOS)}
     for scenario, rows in data["summary"].items():
         lines += [f"## {titles.get(scenario, scenario)}", ""]
         table = [
@@ -164,9 +165,11 @@ def render(data: Mapping[str, Any]) -> str:
             ]
             for row in rows
         ]
-        header = ["server", "p50 ms", "p50 / echo", "added µs", "calls/s", "server CPU µs/call"]
+        unit = units.get(scenario, "calls/s")
+        header = ["server", "p50 ms", "p50 / echo", "added µs", unit, "server CPU µs/call"]
         lines += [*report.table(header, table), ""]
-    lines += ["## Machine", "", *report.machine_lines(data), ""]
+    how = "the servers were measured in alternation, the order rotating from repeat to repeat"
+    lines += ["## Machine", "", *report.machine_lines(data, how), ""]
     return "\n".join(lines)
 
 

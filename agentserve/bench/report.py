@@ -71,7 +71,12 @@ def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
     return lines
 
 
-def machine_lines(data: Mapping[str, Any]) -> list[str]:
+def machine_lines(
+    data: Mapping[str, Any],
+    how: str = "both servers were measured in alternation (see below) and the ranges show the "
+    "spread",
+) -> list[str]:
+    """The machine section; `how` says how the measurement copes with a shared machine."""
     host = data["machine"]
     packages = host["packages"]
     versions = ", ".join(f"{name} {version}" for name, version in packages.items() if version)
@@ -85,7 +90,7 @@ def machine_lines(data: Mapping[str, Any]) -> list[str]:
         f"- OS: {host['platform']}",
         f"- {host['python']}; {versions} (gRPC core {host['grpc_runtime']})",
         f"- Load average (1 / 5 / 15 min): {load}. The machine is shared with other work, so "
-        "both servers were measured in alternation (see below) and the ranges show the spread.",
+        f"{how}.",
     ]
 
 

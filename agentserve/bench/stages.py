@@ -37,11 +37,17 @@ STAGES = (ANSWER, VALIDATE, INFER)
 Act = Callable[[Any, agent_pb2.ActRequest, Any], Awaitable[agent_pb2.ActResponse]]
 
 
+def checked(stage: str) -> str:
+    """`stage` if it is one of STAGES; ConfigError otherwise."""
+    if stage not in STAGES:
+        raise ConfigError(f"unknown stage {stage!r}; expected one of {', '.join(STAGES)}")
+    return stage
+
+
 def cut_act(stage: str, full: Act) -> Act:
     """An `AgentServicer._act` that stops after `stage`; `full` is the original, used once per
     policy version to obtain the answer that is replayed."""
-    if stage not in STAGES:
-        raise ConfigError(f"unknown stage {stage!r}; expected one of {', '.join(STAGES)}")
+    checked(stage)
     answers: dict[tuple[str, int], agent_pb2.ActResponse] = {}
 
     async def act(
@@ -72,10 +78,8 @@ class StageServer(LocalServer):
     """A stage server on free ports (`LocalServer`'s options and lifecycle)."""
 
     def __init__(self, stage: str, model_repo: Path | None = None, **options: Any) -> None:
-        if stage not in STAGES:
-            raise ConfigError(f"unknown stage {stage!r}; expected one of {', '.join(STAGES)}")
         super().__init__(model_repo, **options)
-        self.stage = stage
+        self.stage = checked(stage)
         self.name = f"{stage} stage server"
 
     def command(self, ready_file: Path) -> list[str]:

@@ -35,30 +35,44 @@ def _transitions(count: int, seed: int) -> list[tuple[Any, int, float, Any, bool
     return out
 
 
-def test_a_dqn_training_phase_equals_stable_baselines3s() -> None:
+def _both(algorithm: str) -> tuple[Any, Any, Any, Any]:
+    """(SB3 model, our learner, our resolved preset, the speed case) of `algorithm`'s speed case,
+    built alike: the preset mapped onto SB3's arguments, the case's envs, seed 0."""
     sb3 = pytest.importorskip("stable_baselines3")  # a benchmark-only extra
     from stable_baselines3.common.env_util import make_vec_env
     from stable_baselines3.common.logger import configure
     from stable_baselines3.common.vec_env import DummyVecEnv
 
     torch.manual_seed(0)
-    case = next(c for c in CASES if c.algorithm == "dqn")
+    case = next(c for c in CASES if c.algorithm == algorithm)
     setup = sb3_setup(case)
-    vec = make_vec_env(case.env_id, n_envs=1, seed=0, vec_env_cls=DummyVecEnv)
-    model = sb3.DQN("MlpPolicy", vec, seed=0, verbose=0, device="cpu", **setup.kwargs)
+    vec = make_vec_env(case.env_id, n_envs=setup.n_envs, seed=0, vec_env_cls=DummyVecEnv)
+    model = getattr(sb3, case.sb3_class)(
+        "MlpPolicy", vec, seed=0, verbose=0, device="cpu", **setup.kwargs
+    )
     model.set_logger(configure(None, []))
-    spec = resolve("dqn", registry.get("dqn").config_class, case.env_id, [])
+    spec = resolve(algorithm, registry.get(algorithm).config_class, case.env_id, [])
     spec.config.total_timesteps = case.budget
-    ours = registry.get("dqn")(
+    ours = registry.get(algorithm)(
         space_from_gym(vec.observation_space), space_from_gym(vec.action_space), spec.config, 0
     )
-    theirs = [m for m in model.q_net.q_net if isinstance(m, torch.nn.Linear)]
-    mine = [m for m in ours.q_net if isinstance(m, torch.nn.Linear)]
+    return model, ours, spec, case
+
+
+def _copy_weights(mine: list[torch.nn.Linear], theirs: list[torch.nn.Linear]) -> None:
     assert [m.weight.shape for m in mine] == [m.weight.shape for m in theirs]
     with torch.no_grad():
         for a, b in zip(mine, theirs, strict=True):
             a.weight.copy_(b.weight)
             a.bias.copy_(b.bias)
+
+
+def test_a_dqn_training_phase_equals_stable_baselines3s() -> None:
+    model, ours, spec, _ = _both("dqn")
+    theirs = [m for m in model.q_net.q_net if isinstance(m, torch.nn.Linear)]
+    mine = [m for m in ours.q_net if isinstance(m, torch.nn.Linear)]
+    _copy_weights(mine, theirs)
+    with torch.no_grad():
         torch._foreach_copy_(list(ours.target_net.parameters()), list(ours.q_net.parameters()))
     model.q_net_target.load_state_dict(model.q_net.state_dict())
 
@@ -108,22 +122,8 @@ def test_a_ppo_update_equals_stable_baselines3s() -> None:
     """One rollout of the CartPole preset (8 envs x 32 steps, episodes ending inside it), then one
     update (20 epochs, clipped surrogate, GAE, the linear learning-rate and clip schedules) from
     the same weights: the same networks."""
-    sb3 = pytest.importorskip("stable_baselines3")
-    from stable_baselines3.common.env_util import make_vec_env
-    from stable_baselines3.common.logger import configure
-    from stable_baselines3.common.vec_env import DummyVecEnv
-
-    torch.manual_seed(0)
-    case = next(c for c in CASES if c.algorithm == "ppo")
-    setup = sb3_setup(case)
-    vec = make_vec_env(case.env_id, n_envs=setup.n_envs, seed=0, vec_env_cls=DummyVecEnv)
-    model = sb3.PPO("MlpPolicy", vec, seed=0, verbose=0, device="cpu", **setup.kwargs)
-    model.set_logger(configure(None, []))
-    spec = resolve("ppo", registry.get("ppo").config_class, case.env_id, [])
-    spec.config.total_timesteps = case.budget
-    ours = registry.get("ppo")(
-        space_from_gym(vec.observation_space), space_from_gym(vec.action_space), spec.config, 0
-    )
+    model, ours, spec, case = _both("ppo")
+    n_envs = spec.n_envs
     policy = model.policy
     extractor = policy.mlp_extractor
     theirs = [m for m in extractor.policy_net if isinstance(m, torch.nn.Linear)]
@@ -132,21 +132,18 @@ def test_a_ppo_update_equals_stable_baselines3s() -> None:
     theirs += [policy.value_net]
     mine = [m for m in ours.net.actor if isinstance(m, torch.nn.Linear)]
     mine += [m for m in ours.net.critic if isinstance(m, torch.nn.Linear)]
-    with torch.no_grad():
-        for a, b in zip(mine, theirs, strict=True):
-            a.weight.copy_(b.weight)
-            a.bias.copy_(b.bias)
+    _copy_weights(mine, theirs)
 
     initial = [m.weight.detach().clone() for m in mine]
-    envs = [gym.make(case.env_id) for _ in range(setup.n_envs)]
+    envs = [gym.make(case.env_id) for _ in range(n_envs)]
     obs = np.stack([env.reset(seed=i)[0] for i, env in enumerate(envs)]).astype(np.float32)
     rng = np.random.default_rng(0)
     buffer = model.rollout_buffer
     buffer.reset()
-    starts = np.ones(setup.n_envs, dtype=np.float32)
+    starts = np.ones(n_envs, dtype=np.float32)
     ended = 0
     for _ in range(spec.config.n_steps):
-        actions = rng.integers(2, size=setup.n_envs)
+        actions = rng.integers(2, size=n_envs)
         steps = [env.step(int(a)) for env, a in zip(envs, actions, strict=True)]
         true_next = np.stack([s[0] for s in steps]).astype(np.float32)
         rewards = np.array([s[1] for s in steps], dtype=np.float32)
@@ -169,7 +166,7 @@ def test_a_ppo_update_equals_stable_baselines3s() -> None:
     with torch.no_grad():
         last_values = policy.predict_values(torch.as_tensor(obs))
     buffer.compute_returns_and_advantage(last_values=last_values, dones=starts)
-    model.num_timesteps = spec.config.n_steps * setup.n_envs
+    model.num_timesteps = spec.config.n_steps * n_envs
     model._current_progress_remaining = 1 - model.num_timesteps / case.budget
     model.train()
 
