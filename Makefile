@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 INSTALL := deploy/install.sh $(VENV) dev
 
-.PHONY: install run test check lint typecheck proto proto-check learning bench-learning bench-cliff bench-bandits bench-masking bench-sb3 bench-report bench-serving bench-breakdown bundle image image-cuda clean
+.PHONY: install run test check lint typecheck proto proto-check learning bench-learning bench-cliff bench-bandits bench-masking bench-sb3 bench-report bench-serving bench-breakdown bench-gpu bundle image image-cuda clean
 
 install:
 	@$(INSTALL)
@@ -73,6 +73,11 @@ bench-serving: install
 ## Where the latency of one Act call goes, stage by stage, against the echo server (about 2.5 minutes); docs/serving-breakdown.md.
 bench-breakdown: install
 	$(VENV)/bin/agentserve bench --breakdown $(ARGS)
+
+## The GPU target: torch on CUDA against the CPU runtimes, ActBatch of 4,096 (needs CUDA; about 3 minutes
+## on 16 cores); docs/serving-gpu.md. On a lent GPU machine: scripts/device_gpu_check.sh.
+bench-gpu: install
+	$(VENV)/bin/agentserve bench --gpu $(ARGS)
 
 ## Retrain the bundled default model repository (service/default_models).
 bundle: install

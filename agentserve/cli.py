@@ -160,6 +160,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             grace_seconds=args.grace,
             runtime=args.runtime,
             device=args.device,
+            runtime_threads=args.runtime_threads,
             ready_file=args.ready_file,
             safety_config=args.safety_config,
             batching=BatchingConfig(args.max_batch, args.max_wait_ms / 1000.0, args.max_queue),
@@ -370,29 +371,48 @@ def _positive_seconds(text: str) -> float:
     return value
 
 
+def _bench_page(args: argparse.Namespace) -> Path:
+    """`bench --report-only`: the page of the benchmark asked for, from its stored results."""
+    from agentserve.bench import breakdown, gpu, report
+    from agentserve.bench.runner import load_results
+
+    if args.breakdown:
+        return breakdown.write(args.out, breakdown.load_results(args.out))
+    if args.gpu:
+        return gpu.write(args.out, gpu.load_results(args.out))
+    return report.write(args.out, load_results(args.out))
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
-    from agentserve.bench import report
-    from agentserve.bench.runner import Settings, command_line, load_results, run_benchmark
+    from agentserve.bench.runner import Settings, command_line, run_benchmark
 
-    if args.report_only and args.breakdown:
-        from agentserve.bench import breakdown
-
-        page = breakdown.write(args.out, breakdown.load_results(args.out))
-        print(f"wrote {page}")
-        return 0
+    if args.breakdown and args.gpu:
+        raise ConfigError("--breakdown and --gpu are two benchmarks: run them one at a time")
+    if args.threads is not None and not args.gpu:
+        raise ConfigError("--threads sets the CPU runtimes' threads of --gpu: add --gpu")
+    if args.only and (args.breakdown or args.gpu):
+        mode = "--breakdown" if args.breakdown else "--gpu"
+        raise ConfigError(f"{mode} measures its own scenarios: leave out --only")
     if args.report_only:
-        page = report.write(args.out, load_results(args.out))
-        print(f"wrote {page}")
+        print(f"wrote {_bench_page(args)}")
         return 0
     if args.breakdown:
         from agentserve.bench.breakdown import SCENARIOS, run_breakdown
 
-        if args.only:
-            raise ConfigError("--breakdown measures its own scenarios: leave out --only")
         settings = Settings(
             seconds=args.seconds, warmup=args.warmup, repeats=args.repeats, only=SCENARIOS
         )
-        run_breakdown(settings, args.out, command_line(settings, args.out, breakdown=True))
+        run_breakdown(settings, args.out, command_line(settings, args.out, mode="breakdown"))
+        return 0
+    if args.gpu:
+        from agentserve.bench import gpu
+
+        device = gpu.require_cuda()
+        settings = Settings(
+            seconds=args.seconds, warmup=args.warmup, repeats=args.repeats, only=gpu.BASE_SCENARIOS
+        )
+        command = gpu.command(settings, args.out, args.threads)
+        gpu.run_gpu(settings, args.out, command, device=device, threads=args.threads)
         return 0
     settings = Settings(
         seconds=args.seconds, warmup=args.warmup, repeats=args.repeats, only=tuple(args.only)
@@ -511,6 +531,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--device",
         default="cpu",
         help="where the torch runtime runs: cpu (default), cuda or cuda:N",
+    )
+    p.add_argument(
+        "--runtime-threads",
+        type=_positive,
+        metavar="N",
+        help="CPU threads of one inference: onnxruntime's intra-op threads and torch's thread "
+        "count (default: 1 for onnxruntime, torch's own default)",
     )
     p.add_argument("--ready-file", type=Path, help="write pid and ports here once serving")
     p.add_argument(
@@ -725,6 +752,21 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="instead: where the latency of one Act call goes, stage by stage, against the echo "
         "server (OUT/serving-breakdown.md)",
+    )
+    p.add_argument(
+        "--gpu",
+        action="store_true",
+        help="instead: the torch CUDA runtime against the CPU runtimes, ActBatch of 4,096 "
+        "through the server and batches of 1 to 4,096 inside one process (needs CUDA; "
+        "OUT/serving-gpu.md)",
+    )
+    p.add_argument(
+        "--threads",
+        type=_positive,
+        nargs="+",
+        metavar="N",
+        help="--gpu: the CPU runtimes' thread counts besides 1 (default: half the usable CPUs "
+        "and all of them)",
     )
     p.set_defaults(func=cmd_bench)
 

@@ -16,32 +16,19 @@ from __future__ import annotations
 import argparse
 import functools
 import os
-import statistics
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from agentserve.bench.gpu import median_seconds
 from agentserve.manifest import load_manifest
 from agentserve.spaces import DiscreteSpec
 from service.runtime import Runtime
 from service.server import default_model_repo
 
 DEFAULT_POLICY = default_model_repo() / "cartpole-dqn" / "1"
-
-
-def median_seconds(call: Callable[[], Any], calls: int, warmup: int) -> float:
-    for _ in range(warmup):
-        call()
-    times = []
-    for _ in range(calls):
-        started = time.perf_counter()
-        call()
-        times.append(time.perf_counter() - started)
-    return statistics.median(times)
 
 
 def threads(count: int) -> str:

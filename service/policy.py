@@ -61,11 +61,12 @@ class ServedPolicy:
         runtime: str | None = None,
         safety_config: object = None,
         device: str = "cpu",
+        threads: int | None = None,
     ) -> None:
         """`safety_config`: this policy's section of the service's safety config (JSON-like),
         applied on top of the manifest's own rules. `runtime`: force one (service.runtime
         RUNTIMES) instead of the manifest's preference; `device`: where the torch runtime runs
-        ("cpu", "cuda", "cuda:N")."""
+        ("cpu", "cuda", "cuda:N"); `threads`: CPU threads of one inference (`load_runtime`)."""
         manifest = artifact.manifest
         self.manifest: Manifest = manifest
         self.discrete = isinstance(manifest.action_space, DiscreteSpec)
@@ -105,7 +106,7 @@ class ServedPolicy:
             allowed = np.ones(self.num_actions, dtype=np.bool_)
             allowed.setflags(write=False)
             self._no_rules = Verdict(allowed, ())
-        self.runtime: Runtime = load_runtime(artifact, runtime, device)
+        self.runtime: Runtime = load_runtime(artifact, runtime, device, threads)
         self.has_q_values = manifest.distribution in VALUE_DISTRIBUTIONS
         self.warm_up()
 

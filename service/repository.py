@@ -59,16 +59,19 @@ class PolicyRepository:
         safety: dict[str, Any] | None = None,
         pins_file: Path | None = None,
         device: str = "cpu",
+        threads: int | None = None,
     ) -> None:
         """`safety`: policy name -> safety section (service.safety_config), applied on top of
         each version's manifest rules. `pins_file`: YAML/JSON {policy: version} serving
-        defaults, re-read when it changes (rollback = pin the previous version)."""
+        defaults, re-read when it changes (rollback = pin the previous version). `threads`: CPU
+        threads of one inference (service.runtime `load_runtime`; None: the defaults)."""
         self.root = root.resolve()
         if not self.root.is_dir():
             raise ConfigError(f"model repository {root} is not a folder")
         self.metrics = metrics
         self.runtime = runtime
         self.device = resolve_device(device)  # "cuda" without a GPU stops the server at start
+        self.threads = threads
         self.safety = dict(safety or {})
         self.pins_file = pins_file
         self.pins: dict[str, int] = {}
@@ -196,7 +199,11 @@ class PolicyRepository:
             raise ManifestError("version folder resolves outside the model repository")
         artifact = load_manifest(version_dir)
         return ServedPolicy(
-            artifact, self.runtime, self.safety.get(artifact.manifest.name), device=self.device
+            artifact,
+            self.runtime,
+            self.safety.get(artifact.manifest.name),
+            device=self.device,
+            threads=self.threads,
         )
 
     def _read_pins(self) -> dict[str, int]:

@@ -53,6 +53,9 @@ class ServerConfig:
     """Force one runtime ("onnx", "table", "torch") instead of each manifest's preference."""
     device: str = "cpu"
     """Where the torch runtime runs: "cpu", "cuda" or "cuda:N" (checked at start)."""
+    runtime_threads: int | None = None
+    """CPU threads of one inference: onnxruntime's intra-op threads, torch's thread count
+    (None: onnxruntime 1, torch its own default)."""
     ready_file: Path | None = None
     """Written (JSON: pid, ports) once the server accepts calls."""
     safety_config: Path | None = None
@@ -106,6 +109,7 @@ class AgentServer:
             safety,
             config.pins_file,
             device=config.device,
+            threads=config.runtime_threads,
         )
         self._watcher: asyncio.Task[None] | None = None
         self.health = HealthServicer()

@@ -22,14 +22,14 @@ from agentserve.bench import report, stats
 from agentserve.bench.echo import EchoServer
 from agentserve.bench.load import WorkerPool
 from agentserve.bench.runner import (
-    POLICY,
     Server,
     Settings,
     machine,
-    measure,
+    measure_rotating,
     policy_shape,
     read_json,
     record,
+    windows,
     write_json,
 )
 from agentserve.bench.scenarios import select
@@ -58,8 +58,6 @@ def run_breakdown(
     scenarios = select(SCENARIOS)
     started = time.monotonic()
     host = machine()
-    names = [name for name, _ in STAGES]
-    runs: list[dict[str, Any]] = []
     with contextlib.ExitStack() as stack:
         say("starting our server, the stage servers and the echo server ...")
         ours = stack.enter_context(LocalServer(None))
@@ -71,30 +69,12 @@ def run_breakdown(
         echo = stack.enter_context(EchoServer(actions=actions, observation_size=observation_size))
         servers[stats.ECHO] = Server(stats.ECHO, echo.target, echo.pid)
         pool = stack.enter_context(WorkerPool(1))
-        total = settings.repeats * len(scenarios) * len(names)
-        for repeat in range(settings.repeats):
-            for index, scenario in enumerate(scenarios):
-                shift = (repeat + index) % len(names)
-                for name in names[shift:] + names[:shift]:
-                    run = measure(
-                        pool, servers[name], scenario, settings, 1000 * repeat, observation_size
-                    )
-                    runs.append(
-                        {"scenario": scenario.name, "target": name, "repeat": repeat, **run}
-                    )
-                    say(
-                        f"[{len(runs)}/{total}] repeat {repeat + 1} {scenario.name:<9} "
-                        f"{name:<8} p50 {run['p50_ms']:.3f} ms  {run['rate']:,.0f}/s"
-                    )
+        ordered = {name: servers[name] for name, _ in STAGES}
+        runs = measure_rotating(pool, ordered, scenarios, settings, observation_size, say, _rate)
     host["load_average_after"] = list(os.getloadavg())
     data: dict[str, Any] = {
         **record(FORMAT, command, started, host),
-        "settings": {
-            "seconds": settings.seconds,
-            "warmup": settings.warmup,
-            "repeats": settings.repeats,
-            "policy": POLICY,
-        },
+        "settings": windows(settings),
         "scenarios": [{"name": s.name, "title": s.title} for s in scenarios],
         "runs": runs,
         "summary": summarize(runs),
@@ -103,6 +83,10 @@ def run_breakdown(
     page = write(out, data)
     say(f"wrote {path} and {page} in {data['wall_seconds']:.0f} s")
     return data
+
+
+def _rate(run: Mapping[str, Any]) -> str:
+    return f"p50 {run['p50_ms']:.3f} ms  {run['rate']:,.0f}/s"
 
 
 def summarize(runs: Sequence[Mapping[str, Any]]) -> dict[str, list[dict[str, Any]]]:

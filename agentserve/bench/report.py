@@ -7,9 +7,14 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from agentserve.bench.stats import ECHO, OURS, TARGETS, TARGETS_ORDER
+from agentserve.bench.stats import ECHO, GPU_TARGET, OURS, TARGETS, TARGETS_ORDER
 
 PAGE = "serving-benchmark.md"
+GPU_PAGE = "serving-gpu.md"
+GPU_RESULTS = Path("results") / "serving-gpu.json"
+GPU_FORMAT = "agentserve.serving-gpu/1"
+"""The results of `agentserve bench --gpu` (agentserve.bench.gpu), whose verdict this page
+shows beside its own when they are stored next to its results."""
 DASH = "—"
 
 
@@ -61,8 +66,19 @@ def _measured_text(verdict: Mapping[str, Any]) -> str:
         return _reload_text(reload) if reload else f"{fmt(value)} failed calls"
     if verdict["metric"] == "actions_rate":
         return f"{fmt(value)} actions/s"
+    if verdict["metric"] == "gpu_ratio":
+        return _gpu_text(verdict)
     what = "throughput" if verdict["metric"] == "rate_ratio" else "p50"
     return f"{what} ratio ours/echo {fmt_ratio(value)}"
+
+
+def _gpu_text(verdict: Mapping[str, Any]) -> str:
+    gpu, cpu = verdict["gpu"], verdict["cpu"]
+    return (
+        f"{verdict['measured']:.2f}x: {fmt(gpu['actions_rate'])} actions/s ({gpu['label']}) "
+        f"against {fmt(cpu['actions_rate'])} ({cpu['label']}) on a machine with "
+        f"{verdict['device_name'] or 'no GPU'} ([{GPU_PAGE}]({GPU_PAGE}))"
+    )
 
 
 def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
@@ -327,8 +343,8 @@ def _runs_table(data: Mapping[str, Any]) -> list[str]:
 
 
 def _all_verdicts(stored: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
-    """The stored verdicts, and a not-measured one for each target that results stored before
-    it existed lack."""
+    """The stored verdicts, and a not-measured one for each target that they lack (results
+    stored before it existed; the GPU target without results of `agentserve bench --gpu`)."""
     labels = {v["label"] for v in stored}
     missing = [
         {
@@ -339,14 +355,14 @@ def _all_verdicts(stored: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]
             "measured": None,
             "passed": None,
         }
-        for t in TARGETS
+        for t in (*TARGETS, GPU_TARGET)
         if t.label not in labels
     ]
     return [*stored, *missing]
 
 
-def render(data: Mapping[str, Any]) -> str:
-    """The page, from stored results."""
+def render(data: Mapping[str, Any], gpu: Mapping[str, Any] | None = None) -> str:
+    """The page, from stored results; `gpu`: the verdict stored by `agentserve bench --gpu`."""
     minutes = float(data["wall_seconds"]) / 60
     lines = [
         "# Serving benchmark",
@@ -359,7 +375,9 @@ def render(data: Mapping[str, Any]) -> str:
         f"Command: `{data['command']}` ({minutes:.1f} minutes).",
         "",
         "Where the latency of one call goes, stage by stage: `agentserve bench --breakdown` "
-        "([serving-breakdown.md](serving-breakdown.md)).",
+        "([serving-breakdown.md](serving-breakdown.md)). The GPU target, torch on CUDA against "
+        f"the CPU runtimes on a machine with a GPU: `agentserve bench --gpu` ([{GPU_PAGE}]"
+        f"({GPU_PAGE})).",
         "",
         "## Targets",
         "",
@@ -374,7 +392,7 @@ def render(data: Mapping[str, Any]) -> str:
                 DASH if v["scenario"] is None else f"`{v['scenario']}`",
                 verdict_text(v["passed"]),
             ]
-            for v in _all_verdicts(data["verdicts"])
+            for v in _all_verdicts([*data["verdicts"], *([gpu] if gpu else [])])
         ],
     )
     lines += ["", "## Summary", ""]
@@ -394,10 +412,15 @@ def render(data: Mapping[str, Any]) -> str:
 
 
 def write(out: Path, data: Mapping[str, Any]) -> Path:
-    """OUT/serving-benchmark.md, replaced atomically."""
+    """OUT/serving-benchmark.md, replaced atomically, with the GPU verdict of
+    OUT/results/serving-gpu.json where there is one."""
+    from agentserve.bench.runner import read_json
+
+    stored = out / GPU_RESULTS
+    gpu = read_json(stored, GPU_FORMAT)["verdict"] if stored.exists() else None
     path = out / PAGE
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(render(data), encoding="utf-8")
+    tmp.write_text(render(data, gpu), encoding="utf-8")
     os.replace(tmp, path)
     return path

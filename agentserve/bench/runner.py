@@ -22,7 +22,7 @@ import math
 import os
 import platform
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -175,6 +175,36 @@ def measure(
     cpu_after = process_cpu_seconds(server.pid)
     results = pool.collect(len(jobs), timeout=60.0)
     return _figures(results, scenario, settings, cpu_before, cpu_after)
+
+
+def measure_rotating(
+    pool: WorkerPool,
+    servers: Mapping[str, Server],
+    scenarios: Sequence[Scenario],
+    settings: Settings,
+    observation_size: int,
+    say: Callable[[str], None],
+    describe: Callable[[dict[str, Any]], str],
+) -> list[dict[str, Any]]:
+    """For each repeat and scenario, one `measure` of every server, the order rotating from
+    scenario to scenario and repeat to repeat; the stored runs (scenario, target, repeat and the
+    figures), each said as it ends, its figures in `describe`'s words."""
+    names = list(servers)
+    total = settings.repeats * len(scenarios) * len(names)
+    runs: list[dict[str, Any]] = []
+    for repeat in range(settings.repeats):
+        for index, scenario in enumerate(scenarios):
+            shift = (repeat + index) % len(names)
+            for name in names[shift:] + names[:shift]:
+                run = measure(
+                    pool, servers[name], scenario, settings, 1000 * repeat, observation_size
+                )
+                runs.append({"scenario": scenario.name, "target": name, "repeat": repeat, **run})
+                say(
+                    f"[{len(runs)}/{total}] repeat {repeat + 1} {scenario.name:<12} {name:<14} "
+                    + describe(run)
+                )
+    return runs
 
 
 def _wait_serving(target: str, version: int, timeout: float) -> None:
@@ -409,21 +439,32 @@ def record(format_name: str, command: str, started: float, host: dict[str, Any])
     }
 
 
+def windows(settings: Settings) -> dict[str, Any]:
+    """The stored settings of a run: its measured windows, warm-up, repeats and policy."""
+    return {
+        "seconds": settings.seconds,
+        "warmup": settings.warmup,
+        "repeats": settings.repeats,
+        "policy": POLICY,
+    }
+
+
 def command_line(
-    settings: Settings, out: Path, defaults: Settings | None = None, breakdown: bool = False
+    settings: Settings, out: Path, defaults: Settings | None = None, mode: str | None = None
 ) -> str:
-    """The canonical `agentserve bench` command of these settings (defaults left out)."""
+    """The canonical `agentserve bench` command of these settings (defaults left out); `mode`:
+    "breakdown" or "gpu" for `--breakdown` or `--gpu`, whose scenarios are their own."""
     import shlex
 
     base = defaults or Settings()
-    words = ["agentserve", "bench", *(["--breakdown"] if breakdown else [])]
+    words = ["agentserve", "bench", *([f"--{mode}"] if mode else [])]
     if settings.seconds != base.seconds:
         words += ["--seconds", f"{settings.seconds:g}"]
     if settings.warmup != base.warmup:
         words += ["--warmup", f"{settings.warmup:g}"]
     if settings.repeats != base.repeats:
         words += ["--repeats", str(settings.repeats)]
-    if settings.only and not breakdown:
+    if settings.only and not mode:
         words += ["--only", *settings.only]
     if out != Path("docs"):
         words += ["--out", str(out)]

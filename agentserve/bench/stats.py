@@ -249,8 +249,9 @@ class Target:
     requirement: str
     scenarios: tuple[str, ...]
     metric: str
-    """"rate_ratio", "p50_ratio" (ours/echo), "actions_rate" (ours, absolute) or "reload" (no
-    failed call, versions never backwards, every simulator on the new version)."""
+    """"rate_ratio", "p50_ratio" (ours/echo), "actions_rate" (ours, absolute), "reload" (no
+    failed call, versions never backwards, every simulator on the new version) or "gpu_ratio"
+    (the torch CUDA runtime's actions/s over the best CPU runtime's, `agentserve bench --gpu`)."""
     bound: float
     at_least: bool
     """True: measured >= bound passes; False: measured <= bound passes."""
@@ -307,6 +308,18 @@ TARGETS: tuple[Target, ...] = (
         False,
     ),
 )
+
+
+GPU_TARGET = Target(
+    "ActBatch of 4,096 on an NVIDIA GPU",
+    "the torch CUDA runtime ≥ 5x the actions/s of the best CPU runtime on the same machine",
+    ("batch4096-c1", "batch4096-c4"),
+    "gpu_ratio",
+    5.0,
+    True,
+)
+"""Measured on a machine with a GPU by `agentserve bench --gpu` (agentserve.bench.gpu), which
+stores its verdict apart (results/serving-gpu.json); `verdicts` leaves it out."""
 
 
 def _measured(target: Target, entry: Mapping[str, Any]) -> float | None:

@@ -89,9 +89,16 @@ def resolve_device(device: str) -> str:
     return device
 
 
-def load_runtime(artifact: Artifact, preference: str | None = None, device: str = "cpu") -> Runtime:
+def load_runtime(
+    artifact: Artifact,
+    preference: str | None = None,
+    device: str = "cpu",
+    threads: int | None = None,
+) -> Runtime:
     """`device` ("cpu", "cuda", "cuda:N") is where the torch runtime runs; the others run on the
-    CPU whatever it says."""
+    CPU whatever it says. `threads`: CPU threads of one inference, onnxruntime's intra-op threads
+    of this session or torch's thread count (process-wide); None keeps the defaults (onnxruntime
+    1, torch its own)."""
     available = [r for r in artifact.manifest.runtimes if r in RUNTIMES]
     if preference is not None:
         if preference not in RUNTIMES:
@@ -106,8 +113,12 @@ def load_runtime(artifact: Artifact, preference: str | None = None, device: str 
     if not available:
         raise ManifestError(f"{artifact.label} names no runtime this server has")
     if available[0] == "torch":
+        import torch
+
         from service.runtime.torch import TorchRuntime
 
+        if threads is not None:
+            torch.set_num_threads(threads)
         return TorchRuntime(artifact, device)
     if available[0] == "table":
         from service.runtime.table import TableRuntime
@@ -115,4 +126,4 @@ def load_runtime(artifact: Artifact, preference: str | None = None, device: str 
         return TableRuntime(artifact)
     from service.runtime.onnx import OnnxRuntime
 
-    return OnnxRuntime(artifact)
+    return OnnxRuntime(artifact) if threads is None else OnnxRuntime(artifact, threads)
