@@ -195,10 +195,10 @@ class Variant:
 
 def variants(artifact: Artifact, device: str, threads: Sequence[int]) -> list[Variant]:
     """The CPU runtimes at 1 thread and each of `threads`, then torch on `device`: every batch
-    there (copies each way), the same through a CUDA graph, and as served (`cpu_below`; its CPU
-    copy at the most threads)."""
+    there (copies each way, no graphs), through a CUDA graph of exactly the batch, and as served
+    (`cpu_below`, graphs up to `GRAPH_BATCH` rows; its CPU copy at the most threads)."""
     from service.runtime.onnx import OnnxRuntime
-    from service.runtime.torch import CPU_BELOW, TorchRuntime
+    from service.runtime.torch import CPU_BELOW, GRAPH_BATCH, TorchRuntime
 
     def onnx(count: int) -> Callable[[int], Any]:
         return lambda _: OnnxRuntime(artifact, count)
@@ -226,19 +226,20 @@ def variants(artifact: Artifact, device: str, threads: Sequence[int]) -> list[Va
             f"{on}, every batch there (copies each way)",
             True,
             most,
-            lambda _: TorchRuntime(artifact, device, cpu_below=1),
+            lambda _: TorchRuntime(artifact, device, cpu_below=1, graph_batch=0),
         ),
         Variant(
             f"torch-{device}-graph",
             f"{on}, a CUDA graph of the batch",
             True,
             most,
-            lambda rows: TorchRuntime(artifact, device, cpu_below=1, graph_batch=rows),
+            lambda rows: TorchRuntime(artifact, device, cpu_below=rows, graph_batch=rows),
             per_batch=True,
         ),
         Variant(
             f"torch-{device}-served",
-            f"{on} as served (under {CPU_BELOW} rows: its CPU copy)",
+            f"{on} as served (under {CPU_BELOW} rows: its CPU copy; CUDA graphs up to "
+            f"{GRAPH_BATCH:,} rows)",
             True,
             most,
             lambda _: TorchRuntime(artifact, device),

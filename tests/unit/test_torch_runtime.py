@@ -24,7 +24,7 @@ from service.policy import ServedPolicy
 from service.repository import PolicyRepository
 from service.runtime import RUNTIMES, load_runtime, resolve_device
 from service.runtime.onnx import OnnxRuntime
-from service.runtime.torch import TorchRuntime
+from service.runtime.torch import TorchRuntime, graph_sizes
 from service.server import default_model_repo
 from trainer.core.config import config_to_json
 from trainer.export import default_policy_name, export_artifact, random_masks, random_observations
@@ -399,13 +399,31 @@ def test_cli_offers_the_torch_runtime_and_a_device() -> None:
     assert parser.parse_args(["evaluate", "x", "--runtime", "torch"]).runtime == "torch"
 
 
+@pytest.mark.parametrize(
+    ("cpu_below", "graph_batch", "sizes"),
+    [
+        (64, 4096, [64, 128, 256, 512, 1024, 2048, 4096]),
+        (64, 512, [64, 128, 256, 512]),
+        (64, 300, [64, 128, 256, 300]),
+        (100, 1000, [128, 256, 512, 1000]),
+        (64, 64, [64]),
+        (0, 4, [1, 2, 4]),
+        (1, 1, [1]),
+        (64, 63, []),
+        (64, 0, []),
+    ],
+)
+def test_graph_sizes_form_a_ladder(cpu_below: int, graph_batch: int, sizes: list[int]) -> None:
+    assert graph_sizes(cpu_below, graph_batch) == sizes
+
+
 # --- CUDA (skipped without a GPU) -----------------------------------------------------------------
 
 
 @pytest.mark.gpu
 @requires_cuda
-@pytest.mark.parametrize("graph_batch", [None, 512], ids=["eager", "cuda-graph"])
-def test_cuda_agrees_with_cpu(dqn_artifact: Path, graph_batch: int | None) -> None:
+@pytest.mark.parametrize("graph_batch", [0, 512], ids=["eager", "cuda-graphs"])
+def test_cuda_agrees_with_cpu(dqn_artifact: Path, graph_batch: int) -> None:
     artifact = load_manifest(dqn_artifact)
     cpu = TorchRuntime(artifact)
     gpu = TorchRuntime(artifact, "cuda", graph_batch=graph_batch)
@@ -414,7 +432,9 @@ def test_cuda_agrees_with_cpu(dqn_artifact: Path, graph_batch: int | None) -> No
     space = artifact.manifest.action_space
     assert isinstance(space, DiscreteSpec)
     rng = np.random.default_rng(71)
-    for rows in (64, 300, 512, 4096, 100, 64):  # graph: padded, exact, too large; shrinking
+    # graphs for 64, 128, 256 and 512 rows: exact, padded to 512, too large (eager), padded
+    # to 128, exact again
+    for rows in (64, 300, 512, 4096, 100, 64):
         observations = random_observations(artifact.manifest.observation_space, rows, rng)
         masks = random_masks(space.n, rows, rng)
         assert_agree(gpu.infer(observations, masks), cpu.infer(observations, masks), masks)
@@ -438,6 +458,29 @@ def test_small_batches_stay_on_the_cpu(dqn_artifact: Path, monkeypatch: pytest.M
         result = runtime.infer(observations, np.ones((rows, 2), bool))
         assert result.greedy_actions.shape == (rows,)
     assert paths == [("_run_cpu", 1), ("_run_cpu", 63), ("_run_cuda", 64), ("_run_cuda", 1000)]
+
+
+@pytest.mark.gpu
+@requires_cuda
+def test_served_batches_take_the_smallest_graph_that_holds_them(dqn_artifact: Path) -> None:
+    artifact = load_manifest(dqn_artifact)
+    cpu, gpu = TorchRuntime(artifact), TorchRuntime(artifact, "cuda")  # the serving defaults
+    assert [graph.rows for graph in gpu._graphs] == graph_sizes(64, 4096)
+    replayed: list[int] = []
+    for graph in gpu._graphs:
+        original = graph.graph.replay
+
+        def spy(_rows: int = graph.rows, _replay: Any = original) -> None:
+            replayed.append(_rows)
+            _replay()
+
+        graph.graph.replay = spy  # type: ignore[method-assign]
+    rng = np.random.default_rng(5)
+    for rows in (64, 65, 4096, 4097, 1000):
+        observations = random_observations(artifact.manifest.observation_space, rows, rng)
+        masks = random_masks(2, rows, rng)
+        assert_agree(gpu.infer(observations, masks), cpu.infer(observations, masks), masks)
+    assert replayed == [64, 128, 4096, 1024]  # 4,097 rows: no graph holds them, eager
 
 
 @pytest.mark.gpu
