@@ -373,13 +373,13 @@ def _positive_seconds(text: str) -> float:
 
 def _bench_page(args: argparse.Namespace) -> Path:
     """`bench --report-only`: the page of the benchmark asked for, from its stored results."""
-    from agentserve.bench import breakdown, gpu, report
+    from agentserve.bench import breakdown, gpu_report, report
     from agentserve.bench.runner import load_results
 
     if args.breakdown:
         return breakdown.write(args.out, breakdown.load_results(args.out))
     if args.gpu:
-        return gpu.write(args.out, gpu.load_results(args.out))
+        return gpu_report.write(args.out, gpu_report.load_results(args.out))
     return report.write(args.out, load_results(args.out))
 
 

@@ -13,5 +13,8 @@ against a second instance of our server only, publishing a new policy version mi
     stats.py     percentiles, medians over repeats, ratios, the targets and their verdicts
     report.py    the markdown page, from the stored JSON only
     runner.py    starts everything, alternates the targets, stores the results
+    breakdown.py `--breakdown`: the latency of one Act call stage by stage (stages.py: the
+                 stage servers)
     gpu.py       `--gpu`: the torch CUDA runtime against the CPU runtimes (the GPU target)
+    gpu_report.py  its verdicts and page, from the stored JSON
 """

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import torch
 
-from agentserve.bench import gpu, report, stats
+from agentserve.bench import gpu, gpu_report, report, stats
 from agentserve.bench.runner import Settings
 from agentserve.cli import build_parser, main
 from service.runtime import load_runtime
@@ -28,7 +28,7 @@ RATES = {"onnx-t1": 2e6, "onnx-t8": 3e6, "torch-cpu-t8": 2.5e6, "torch-cuda": 16
 
 
 def _run(scenario: str, target: str, repeat: int, actions_rate: float) -> dict[str, Any]:
-    rate = actions_rate / gpu.BATCH
+    rate = actions_rate / gpu_report.BATCH
     return {
         "scenario": scenario,
         "target": target,
@@ -65,11 +65,11 @@ def _data(rates: dict[str, float] = RATES) -> dict[str, Any]:
         for scenario in gpu.SCENARIOS
         for name, rate in rates.items()
     ]
-    cpu_us = {1: 20.0, 64: 80.0, gpu.BATCH: 2000.0}
-    gpu_us = {1: 90.0, 64: 95.0, gpu.BATCH: 115.0}
-    served_us = {1: 25.0, 64: 60.0, gpu.BATCH: 58.0}
+    cpu_us = {1: 20.0, 64: 80.0, gpu_report.BATCH: 2000.0}
+    gpu_us = {1: 90.0, 64: 95.0, gpu_report.BATCH: 115.0}
+    served_us = {1: 25.0, 64: 60.0, gpu_report.BATCH: 58.0}
     data: dict[str, Any] = {
-        "format": gpu.FORMAT,
+        "format": gpu_report.FORMAT,
         "date": "2026-01-01T00:00:00+00:00",
         "command": "agentserve bench --gpu",
         "wall_seconds": 120.0,
@@ -120,7 +120,7 @@ def _data(rates: dict[str, float] = RATES) -> dict[str, Any]:
         "runs": runs,
         "summary": gpu.summarize(runs),
     }
-    gpu.judge(data)
+    gpu_report.judge(data)
     return data
 
 
@@ -193,7 +193,7 @@ def test_the_verdict_takes_the_best_scenario_of_the_device_and_of_the_cpu_runtim
     slow = _data({**RATES, "torch-cuda": 4e6})
     assert slow["verdict"]["measured"] == pytest.approx(4 / 3)
     assert slow["verdict"]["passed"] is False
-    unmeasured = gpu.verdict(None, found["cpu"], None)
+    unmeasured = gpu_report.verdict(None, found["cpu"], None)
     assert unmeasured["passed"] is None and unmeasured["measured"] is None
 
 
@@ -201,7 +201,7 @@ def test_the_page_shows_the_target_both_figures_and_why_small_batches_stay_on_th
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     data = _data({**RATES, "torch-cuda": 4e6})
-    page = gpu.render(data)
+    page = gpu_report.render(data)
     target = next(line for line in page.splitlines() if line.startswith("| ActBatch of 4,096"))
     assert "4,000,000 actions/s (torch on cuda (its CPU copy: 8 threads), batch4096-c4)" in target
     assert "against 3,000,000 (onnxruntime on the CPU, 8 threads, batch4096-c4): 1.33x" in target
@@ -212,20 +212,20 @@ def test_the_page_shows_the_target_both_figures_and_why_small_batches_stay_on_th
     assert "| 1 | `torch-cuda`: torch-cuda | 90.0 | 11,111 | 0.22 | cpu |" in page
     assert "- GPU: NVIDIA H200 (`cuda`, compute capability 9.0, 132 multiprocessors" in page
 
-    gpu.write(tmp_path, data)
-    (tmp_path / gpu.RESULTS_FILE).parent.mkdir(parents=True)
-    (tmp_path / gpu.RESULTS_FILE).write_text(json.dumps(data), encoding="utf-8")
-    (tmp_path / gpu.PAGE).unlink()
+    gpu_report.write(tmp_path, data)
+    (tmp_path / gpu_report.RESULTS_FILE).parent.mkdir(parents=True)
+    (tmp_path / gpu_report.RESULTS_FILE).write_text(json.dumps(data), encoding="utf-8")
+    (tmp_path / gpu_report.PAGE).unlink()
     assert main(["bench", "--gpu", "--report-only", "--out", str(tmp_path)]) == 0
-    assert (tmp_path / gpu.PAGE).read_text(encoding="utf-8") == page
+    assert (tmp_path / gpu_report.PAGE).read_text(encoding="utf-8") == page
     assert "wrote" in capsys.readouterr().out
 
 
 def test_a_page_without_the_serving_part_says_it_was_not_measured() -> None:
     data = _data()
     data["runs"], data["summary"] = [], {}
-    gpu.judge(data)
-    page = gpu.render(data)
+    gpu_report.judge(data)
+    page = gpu_report.render(data)
     assert data["verdict"]["passed"] is None
     assert "| not measured | not measured |" in page
     assert "Not measured (the run stopped before this part)." in page
@@ -250,7 +250,7 @@ def test_the_serving_benchmark_page_shows_the_gpu_verdict(tmp_path: Path) -> Non
     assert row.endswith("| not measured | — | not measured |")
     assert "`agentserve bench --gpu` ([serving-gpu.md](serving-gpu.md))" in report.render(serving)
 
-    stored = tmp_path / gpu.RESULTS_FILE
+    stored = tmp_path / gpu_report.RESULTS_FILE
     stored.parent.mkdir(parents=True)
     stored.write_text(json.dumps(_data()), encoding="utf-8")
     page = report.write(tmp_path, serving).read_text(encoding="utf-8")
@@ -263,10 +263,10 @@ def test_the_serving_benchmark_page_shows_the_gpu_verdict(tmp_path: Path) -> Non
 def test_stored_results_are_judged_again_by_todays_rules(tmp_path: Path) -> None:
     data = _data()
     data["in_process_verdict"] = {**data["in_process_verdict"], "measured": 1.0, "passed": False}
-    stored = tmp_path / gpu.RESULTS_FILE
+    stored = tmp_path / gpu_report.RESULTS_FILE
     stored.parent.mkdir(parents=True)
     stored.write_text(json.dumps(data), encoding="utf-8")
-    again = gpu.load_results(tmp_path)["in_process_verdict"]
+    again = gpu_report.load_results(tmp_path)["in_process_verdict"]
     assert again["measured"] == pytest.approx(2000 / 58) and again["passed"] is True
 
 
@@ -279,12 +279,12 @@ def test_report_only_names_a_missing_or_foreign_results_file(
     argv = ["bench", "--gpu", "--report-only", "--out", str(tmp_path)]
     assert main(argv) == 2
     assert "cannot read" in capsys.readouterr().err
-    stored = tmp_path / gpu.RESULTS_FILE
+    stored = tmp_path / gpu_report.RESULTS_FILE
     stored.parent.mkdir(parents=True)
     stored.write_text(json.dumps({"format": "agentserve.serving-breakdown/1"}), encoding="utf-8")
     assert main(argv) == 2
     assert "is not a agentserve.serving-gpu/1 file" in capsys.readouterr().err
-    assert not (tmp_path / gpu.PAGE).exists()
+    assert not (tmp_path / gpu_report.PAGE).exists()
 
 
 @pytest.mark.parametrize(
@@ -335,8 +335,8 @@ def test_a_short_run_with_the_cpu_standing_in_writes_the_results_and_the_page(
     data = gpu.run_gpu(settings, tmp_path, "test", "cpu", (1,), calls=3, warmup_calls=1)
     assert {r["target"] for r in data["runs"]} == {"onnx-t1", "torch-cpu-t1", "torch-cpu"}
     assert data["verdict"]["measured"] is not None
-    assert gpu.load_results(tmp_path) == json.loads(json.dumps(data))
-    assert (tmp_path / gpu.PAGE).read_text(encoding="utf-8") == gpu.render(data)
+    assert gpu_report.load_results(tmp_path) == json.loads(json.dumps(data))
+    assert (tmp_path / gpu_report.PAGE).read_text(encoding="utf-8") == gpu_report.render(data)
 
 
 @pytest.mark.gpu
