@@ -78,7 +78,9 @@ def test_qlearning_from_an_empty_table_solves_the_grid_online(
     with Client(server.target, policy=names["qlearning"]) as client:
         observation, info = env.reset(seed=0)
         episode, steps = 0, 0
-        while steps < 20_000:
+        # Offline, the same learner and preset first solve the grid after 1,000 to 4,000 steps
+        # (30 seeds; every one still solved at 8,000): twice the worst, for the server's seeds.
+        while steps < 8_000:
             decision = client.act(
                 [observation],
                 info["action_mask"].astype(bool),
