@@ -200,7 +200,7 @@ class Variant:
 def variants(artifact: Artifact, device: str, threads: Sequence[int]) -> list[Variant]:
     """The CPU runtimes at 1 thread and each of `threads`, then torch on `device`: every batch
     there (copies each way, no graphs), through a CUDA graph of exactly the batch, and as served
-    (`cpu_below`, graphs up to `GRAPH_BATCH` rows; its CPU copy at the most threads)."""
+    (`cpu_below`: onnxruntime below it; graphs up to `GRAPH_BATCH` rows)."""
     from service.runtime.onnx import OnnxRuntime
     from service.runtime.torch import CPU_BELOW, GRAPH_BATCH, TorchRuntime
 
@@ -243,8 +243,8 @@ def variants(artifact: Artifact, device: str, threads: Sequence[int]) -> list[Va
         ),
         Variant(
             f"torch-{device}-served",
-            f"{on} as served (under {CPU_BELOW} rows: its CPU copy; CUDA graphs up to "
-            f"{GRAPH_BATCH:,} rows)",
+            f"{on} as served (under {CPU_BELOW} rows: onnxruntime on the CPU; CUDA graphs up "
+            f"to {GRAPH_BATCH:,} rows)",
             True,
             most,
             lambda _: TorchRuntime(artifact, device),

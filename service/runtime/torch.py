@@ -9,14 +9,16 @@ artifact's own `policy.onnx` (trainer.export `check_parity`: 1,000 random observ
 masks, 1e-5), so a hyperparameter that changes no tensor but changes the policy (an epsilon, a
 UCB alpha, a hyperparameter the manifest lacks and whose default differs) cannot go unnoticed.
 
-On a CUDA device a CPU copy of the module stays in place: batches smaller than `cpu_below`
-(default 64) run on the CPU, where one small batch costs a fraction of a kernel launch plus two
-copies. Larger batches go through pinned host buffers with non-blocking copies and, up to
-`graph_batch` rows (default 4,096), through CUDA graphs captured at load for a ladder of sizes
-(`graph_sizes`: powers of two from `cpu_below`, then `graph_batch`), a batch padded up to the
-smallest that holds it: one graph replay instead of a launch per operation (measured on an H200
-for the CartPole policy, docs/serving-gpu.md: 4,096 rows in 161 us against 516 us eager).
-Larger batches run eagerly.
+On a CUDA device, batches smaller than `cpu_below` (default 64) stay on the CPU, where one small
+batch costs a fraction of a kernel launch plus two copies: they are answered by onnxruntime over
+the artifact's `policy.onnx` (one thread), which the rebuilt module has just been checked against
+(measured on the H200 machine, docs/serving-gpu.md: one row in about 20 us, against about 100 us
+for torch's own CPU copy of the module and 110 us for a CUDA graph). Larger batches go through
+pinned host buffers with non-blocking copies and, up to `graph_batch` rows (default 4,096),
+through CUDA graphs captured at load for a ladder of sizes (`graph_sizes`: powers of two from
+`cpu_below`, then `graph_batch`), a batch padded up to the smallest that holds it: one graph
+replay instead of a launch per operation (4,096 rows of the CartPole policy in 161 us against
+516 us eager). Larger batches run eagerly.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ from torch import nn
 from agentserve.errors import ManifestError
 from agentserve.manifest import ONNX_FILE, WEIGHTS_FILE, Artifact
 from agentserve.spaces import DiscreteSpec
-from service.runtime import ContinuousInference, Inference, resolve_device
+from service.runtime import ContinuousInference, Inference, Runtime, resolve_device
 
 log = logging.getLogger("agentserve.runtime.torch")
 
@@ -225,8 +227,9 @@ class TorchRuntime:
         graph_batch: int = GRAPH_BATCH,
     ) -> None:
         """`device`: "cpu", "cuda" or "cuda:N". On CUDA, batches of fewer than `cpu_below` rows
-        run on the CPU copy; batches of up to `graph_batch` rows through CUDA graphs (captured for
-        `graph_sizes`, a batch padded to the smallest that holds it; 0: no graphs)."""
+        are answered by onnxruntime on the CPU (`small`); batches of up to `graph_batch` rows run
+        through CUDA graphs (captured for `graph_sizes`, a batch padded to the smallest that holds
+        it; 0: no graphs)."""
         manifest = artifact.manifest
         self.device = resolve_device(device)
         self.cpu_below = cpu_below
@@ -240,11 +243,16 @@ class TorchRuntime:
         )
         self.cpu_module = build_module(artifact)
         self.cuda_module: nn.Module | None = None
+        self.small: Runtime | None = None
+        """On CUDA: the runtime of batches under `cpu_below` rows (onnxruntime, on the CPU)."""
         self._graphs: list[_CudaGraph] = []
         """Ascending by rows."""
         self._pinned = _Pinned()
         self._lock = threading.Lock()
         if self.device != "cpu":
+            from service.runtime.onnx import OnnxRuntime
+
+            self.small = OnnxRuntime(artifact)
             self.cuda_module = copy.deepcopy(self.cpu_module).to(self.device)
             self._run_cuda(*self._example(max(cpu_below, 1)))  # warm-up: context, cuBLAS
             sizes = graph_sizes(cpu_below, graph_batch)
@@ -284,6 +292,8 @@ class TorchRuntime:
     def infer(
         self, observations: npt.NDArray[np.float32], masks: npt.NDArray[np.bool_]
     ) -> Inference:
+        if self.small is not None and len(observations) < self.cpu_below:
+            return self.small.infer(observations, masks)
         greedy, probabilities, values = self._run(observations, masks)
         return Inference(
             _numpy(greedy, np.int64), _numpy(probabilities, np.float32), _numpy(values, np.float32)
@@ -292,6 +302,8 @@ class TorchRuntime:
     def infer_continuous(self, observations: npt.NDArray[np.float32]) -> ContinuousInference:
         if self.discrete:
             raise ManifestError("this policy has discrete actions: use infer")
+        if self.small is not None and len(observations) < self.cpu_below:
+            return self.small.infer_continuous(observations)
         greedy, means, log_stds = self._run(observations, None)
         return ContinuousInference(
             _numpy(greedy, np.float32), _numpy(means, np.float32), _numpy(log_stds, np.float32)
@@ -303,7 +315,7 @@ class TorchRuntime:
         self, observations: npt.NDArray[np.float32], masks: npt.NDArray[np.bool_] | None
     ) -> tuple[torch.Tensor, ...]:
         """The module's three outputs as CPU tensors."""
-        if self.cuda_module is None or len(observations) < self.cpu_below:
+        if self.cuda_module is None:
             return self._run_cpu(observations, masks)
         return self._run_cuda(observations, masks)
 

@@ -432,9 +432,9 @@ def test_cuda_agrees_with_cpu(dqn_artifact: Path, graph_batch: int) -> None:
     space = artifact.manifest.action_space
     assert isinstance(space, DiscreteSpec)
     rng = np.random.default_rng(71)
-    # graphs for 64, 128, 256 and 512 rows: exact, padded to 512, too large (eager), padded
-    # to 128, exact again
-    for rows in (64, 300, 512, 4096, 100, 64):
+    # onnxruntime on the CPU under 64 rows; graphs for 64, 128, 256 and 512 rows: exact,
+    # padded to 512, too large (eager), padded to 128, exact again
+    for rows in (1, 63, 64, 300, 512, 4096, 100, 64):
         observations = random_observations(artifact.manifest.observation_space, rows, rng)
         masks = random_masks(space.n, rows, rng)
         assert_agree(gpu.infer(observations, masks), cpu.infer(observations, masks), masks)
@@ -444,20 +444,22 @@ def test_cuda_agrees_with_cpu(dqn_artifact: Path, graph_batch: int) -> None:
 @requires_cuda
 def test_small_batches_stay_on_the_cpu(dqn_artifact: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     runtime = TorchRuntime(load_manifest(dqn_artifact), "cuda:0", cpu_below=64)
+    assert isinstance(runtime.small, OnnxRuntime)
     paths: list[tuple[str, int]] = []
-    for path in ("_run_cpu", "_run_cuda"):
-        original = getattr(runtime, path)
+    for owner, path in ((runtime.small, "infer"), (runtime, "_run_cpu"), (runtime, "_run_cuda")):
+        original = getattr(owner, path)
 
         def spy(observations: Any, masks: Any, _path: str = path, _run: Any = original) -> Any:
             paths.append((_path, len(observations)))
             return _run(observations, masks)
 
-        monkeypatch.setattr(runtime, path, spy)
+        monkeypatch.setattr(owner, path, spy)
     for rows in (1, 63, 64, 1000):
         observations = np.zeros((rows, 4), np.float32)
         result = runtime.infer(observations, np.ones((rows, 2), bool))
         assert result.greedy_actions.shape == (rows,)
-    assert paths == [("_run_cpu", 1), ("_run_cpu", 63), ("_run_cuda", 64), ("_run_cuda", 1000)]
+    # under 64 rows: onnxruntime on the CPU (never torch's CPU copy); from 64: the device
+    assert paths == [("infer", 1), ("infer", 63), ("_run_cuda", 64), ("_run_cuda", 1000)]
 
 
 @pytest.mark.gpu
@@ -489,5 +491,6 @@ def test_continuous_policy_on_cuda(tmp_path: Path) -> None:
     learner = make_learner("sac")
     artifact = load_manifest(export(learner, tmp_path))
     cpu, gpu = TorchRuntime(artifact), TorchRuntime(artifact, "cuda", graph_batch=256)
-    observations, _ = inputs(learner, 256, 81)
-    assert_agree(gpu.infer_continuous(observations), cpu.infer_continuous(observations), None)
+    for rows in (256, 5):  # on the device; onnxruntime on the CPU
+        observations, _ = inputs(learner, rows, 81)
+        assert_agree(gpu.infer_continuous(observations), cpu.infer_continuous(observations), None)
