@@ -5,8 +5,8 @@ On a machine with a CUDA device, in one run:
 - inside one process (no gRPC): the median time of one inference of the bundled CartPole policy
   at batch 1, 64 and 4,096 for onnxruntime and torch on the CPU (1 thread and `threads`), torch
   on the device with its host<->device copies, the same with a CUDA graph captured for the
-  batch, and torch on the device as the server runs it (batches under `cpu_below` rows on its
-  CPU copy): the device wins at 4,096 rows and loses at one, hence `cpu_below`;
+  batch, and torch on the device as the server runs it (batches under `cpu_below` rows stay on
+  the CPU): the device wins at 4,096 rows and loses at one, hence `cpu_below`;
 - through the server: one `agentserve serve` of the bundled repository per runtime (onnxruntime
   at its serving default of 1 thread and at `threads`, torch on the CPU at `threads`, torch on
   the device), driven in rotation by the benchmark's client processes with ActBatch of 4,096
@@ -98,7 +98,7 @@ class Served:
 
 def servers(device: str, threads: Sequence[int]) -> list[Served]:
     """onnxruntime at 1 thread (its serving default) and at each of `threads`, torch on the CPU
-    at each of `threads`, and torch on `device` (its CPU copy at the most threads)."""
+    at each of `threads`, and torch on `device` (`--runtime-threads`: the most threads)."""
     rows = [Served(f"onnx-t{n}", "onnx", "cpu", n, False) for n in dict.fromkeys((1, *threads))]
     rows += [Served(f"torch-cpu-t{n}", "torch", "cpu", n, False) for n in threads]
     rows.append(Served(f"torch-{device}", "torch", device, max(threads), True))

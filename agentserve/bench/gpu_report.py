@@ -123,7 +123,7 @@ def judge(data: dict[str, Any]) -> None:
 
 def served_label(served: Mapping[str, Any]) -> str:
     if served["gpu"]:
-        return f"torch on {served['device']} (its CPU copy: {thread_count(int(served['threads']))})"
+        return f"torch on {served['device']} (--runtime-threads {int(served['threads'])})"
     runtime = "onnxruntime" if served["runtime"] == "onnx" else served["runtime"]
     return f"{runtime} on the CPU, {thread_count(int(served['threads']))}"
 
@@ -260,9 +260,9 @@ def _method(data: Mapping[str, Any]) -> list[str]:
         "user + system time over the measured window.",
         f"- **Verdict**: the highest median actions/s of torch on `{device}` over the "
         f"scenarios, divided by the highest of the CPU runtimes; the target is "
-        f"≥ {stats.GPU_TARGET.bound:g}x. Batches under {settings['cpu_below']} rows run on the "
-        "torch runtime's CPU copy even on a device (`cpu_below`): the in-process rows at batch 1 "
-        "and 64 show why.",
+        f"≥ {stats.GPU_TARGET.bound:g}x. Batches under {settings['cpu_below']} rows stay on "
+        "the CPU even on a device (`cpu_below`; each in-process row's label says how it ran "
+        "them): the in-process rows at batch 1 and 64 show why.",
     ]
 
 

@@ -203,12 +203,12 @@ def test_the_page_shows_the_target_both_figures_and_why_small_batches_stay_on_th
     data = _data({**RATES, "torch-cuda": 4e6})
     page = gpu_report.render(data)
     target = next(line for line in page.splitlines() if line.startswith("| ActBatch of 4,096"))
-    assert "4,000,000 actions/s (torch on cuda (its CPU copy: 8 threads), batch4096-c4)" in target
+    assert "4,000,000 actions/s (torch on cuda (--runtime-threads 8), batch4096-c4)" in target
     assert "against 3,000,000 (onnxruntime on the CPU, 8 threads, batch4096-c4): 1.33x" in target
     assert target.endswith("| **no** |")
     assert "| 4,096 rows inside one process" in page and "34.48x | yes |" in page
     assert "### `batch4096-c1`: ActBatch of 4096 observations, concurrency 1" in page
-    assert "| `torch-cuda`: torch on cuda (its CPU copy: 8 threads) | 4,000,000 | 1.33 |" in page
+    assert "| `torch-cuda`: torch on cuda (--runtime-threads 8) | 4,000,000 | 1.33 |" in page
     assert "| 1 | `torch-cuda`: torch-cuda | 90.0 | 11,111 | 0.22 | cpu |" in page
     assert "- GPU: NVIDIA H200 (`cuda`, compute capability 9.0, 132 multiprocessors" in page
 
@@ -255,7 +255,7 @@ def test_the_serving_benchmark_page_shows_the_gpu_verdict(tmp_path: Path) -> Non
     stored.write_text(json.dumps(_data()), encoding="utf-8")
     page = report.write(tmp_path, serving).read_text(encoding="utf-8")
     row = next(line for line in page.splitlines() if line.startswith(label))
-    assert "5.33x: 16,000,000 actions/s (torch on cuda (its CPU copy: 8 threads)) against " in row
+    assert "5.33x: 16,000,000 actions/s (torch on cuda (--runtime-threads 8)) against " in row
     assert "on a machine with NVIDIA H200 ([serving-gpu.md](serving-gpu.md))" in row
     assert row.endswith("| `batch4096-c4` | yes |")
 
