@@ -44,7 +44,7 @@ from service.runtime import ContinuousInference, Inference, Runtime, resolve_dev
 log = logging.getLogger("agentserve.runtime.torch")
 
 CPU_BELOW = 64
-"""Default: batches with fewer rows run on the CPU copy of the module (CUDA devices only)."""
+"""Default: batches with fewer rows stay on the CPU, answered by onnxruntime (CUDA devices only)."""
 GRAPH_BATCH = 4096
 """Default: the largest batch served through a CUDA graph (CUDA devices only; 0: none)."""
 _LISTED = 5
