@@ -249,11 +249,20 @@ class TorchRuntime:
         """Ascending by rows."""
         self._pinned = _Pinned()
         self._lock = threading.Lock()
+        self._cuda_device: torch.device | None = None
+        """The device with its index: `torch.cuda.device(...)` and `current_stream(...)` ask
+        whether CUDA is available (a driver call, ~50 us) for a device without one."""
         if self.device != "cpu":
             from service.runtime.onnx import OnnxRuntime
 
+            named = torch.device(self.device)
+            self._cuda_device = (
+                named
+                if named.index is not None
+                else torch.device("cuda", torch.cuda.current_device())
+            )
             self.small = OnnxRuntime(artifact)
-            self.cuda_module = copy.deepcopy(self.cpu_module).to(self.device)
+            self.cuda_module = copy.deepcopy(self.cpu_module).to(self._cuda_device)
             self._run_cuda(*self._example(max(cpu_below, 1)))  # warm-up: context, cuBLAS
             sizes = graph_sizes(cpu_below, graph_batch)
             if sizes:
@@ -266,7 +275,8 @@ class TorchRuntime:
 
     def _capture(self, sizes: Sequence[int], label: str) -> None:
         assert self.cuda_module is not None
-        device = torch.device(self.device)
+        device = self._cuda_device
+        assert device is not None
         try:
             # The device as current one too: the capture stream is made on the current device.
             with torch.cuda.device(device), torch.inference_mode():
@@ -335,7 +345,8 @@ class TorchRuntime:
         are shared, hence the lock."""
         assert self.cuda_module is not None
         rows = len(observations)
-        device = torch.device(self.device)
+        device = self._cuda_device
+        assert device is not None
         with self._lock, torch.cuda.device(device), torch.inference_mode():
             host_inputs = [self._pinned.get("observation", observations.shape, torch.float32)]
             host_inputs[0].numpy()[...] = observations
