@@ -413,11 +413,11 @@ def render(data: Mapping[str, Any], gpu: Mapping[str, Any] | None = None) -> str
 
 def write(out: Path, data: Mapping[str, Any]) -> Path:
     """OUT/serving-benchmark.md, replaced atomically, with the GPU verdict of
-    OUT/results/serving-gpu.json where there is one."""
-    from agentserve.bench.runner import read_json
+    OUT/results/serving-gpu.json where there is one (judged as serving-gpu.md judges it)."""
+    from agentserve.bench import gpu_report
 
     stored = out / GPU_RESULTS
-    gpu = read_json(stored, GPU_FORMAT)["verdict"] if stored.exists() else None
+    gpu = gpu_report.load_results(out)["verdict"] if stored.exists() else None
     path = out / PAGE
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
