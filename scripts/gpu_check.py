@@ -25,16 +25,13 @@ from typing import Any
 import numpy as np
 
 from agentserve.bench.gpu import median_seconds
+from agentserve.bench.gpu_report import thread_count
 from agentserve.manifest import load_manifest
 from agentserve.spaces import DiscreteSpec
 from service.runtime import Runtime
 from service.server import default_model_repo
 
 DEFAULT_POLICY = default_model_repo() / "cartpole-dqn" / "1"
-
-
-def threads(count: int) -> str:
-    return f"{count} thread{'' if count == 1 else 's'}"
 
 
 def outputs(runtime: Runtime, observations: Any, masks: Any) -> list[Any]:
@@ -77,9 +74,9 @@ def main(argv: list[str] | None = None) -> int:
     manifest = artifact.manifest
     cores = os.cpu_count() or 1
     runtimes: list[tuple[str, Runtime]] = [
-        (f"onnx, {threads(1)}", OnnxRuntime(artifact)),
-        (f"onnx, {threads(cores)}", OnnxRuntime(artifact, threads=cores)),
-        (f"torch cpu, {threads(torch.get_num_threads())}", TorchRuntime(artifact)),
+        (f"onnx, {thread_count(1)}", OnnxRuntime(artifact)),
+        (f"onnx, {thread_count(cores)}", OnnxRuntime(artifact, threads=cores)),
+        (f"torch cpu, {thread_count(torch.get_num_threads())}", TorchRuntime(artifact)),
     ]
     cpu_labels = [label for label, _ in runtimes]
     if cuda:
